@@ -1,0 +1,30 @@
+# The two commands a new user needs: `make train` and `make test`. Both set up everything first.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install train test test-all tb clean
+
+install: $(VENV)/.installed
+
+# Reinstalls only when pyproject.toml changes, so `make train` is quick once set up.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+train: install        ## the default experiment: softmax regression on 8x8 digits
+	$(PY) -m logitlab.train $(ARGS)
+
+test: install         ## the fast tests (a few minutes on 2 cores)
+	$(PY) -m pytest
+
+test-all: install     ## every test, including those marked slow
+	$(PY) -m pytest -m ""
+
+tb: install           ## TensorBoard over every run and sweep
+	$(VENV)/bin/tensorboard --logdir . --reload_multifile true
+
+clean:                ## remove run outputs (not the environment)
+	rm -rf outputs multirun lightning_logs .pytest_cache

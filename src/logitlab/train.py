@@ -1,0 +1,117 @@
+"""`python -m logitlab.train [overrides]` (or `logitlab-train`): compose the config, build data, model,
+optimizer and trainer from it, train, and leave everything in the run directory:
+
+  .hydra/            the composed config and the overrides
+  metrics.json       final metrics (test/acc, test/loss, best val/acc, epochs, train_seconds, params)
+  checkpoints/       last.pt (every epoch) and best.pt (by val/acc)
+  events.out.tfevents.*   TensorBoard scalars and the HParams entry
+
+Rerunning the same command with the same run directory (`hydra.run.dir=...`) resumes an unfinished run
+and returns a finished one's result without training again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from logitlab import ConfigError
+
+log = logging.getLogger("logitlab")
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Build every component from `cfg` (the one place that calls `instantiate`) and fit."""
+    import torch
+    from hydra.utils import instantiate
+
+    torch.manual_seed(cfg.seed)  # before the model is built: the seed fixes the initial weights
+    trainer = instantiate(cfg.trainer)
+    data = instantiate(cfg.data)
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    on_epoch_end = None
+    if cfg.get("pruning"):
+        from logitlab.pruning import epoch_reporter
+
+        on_epoch_end = epoch_reporter(**cfg.pruning)
+    return trainer.fit(
+        model, data, instantiate(cfg.optim), run_dir,
+        schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
+        seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
+        hparams=hparams(cfg), on_epoch_end=on_epoch_end,
+    )
+
+
+def hparams(cfg: DictConfig) -> dict:
+    """What distinguishes this run: its config group choices, seed, and every override it was given."""
+    hc = HydraConfig.get()
+    values = {group: hc.runtime.choices.get(group) or "none" for group in ("data", "model", "optim", "schedule")}
+    values["seed"] = cfg.seed
+    for override in hc.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in values or key.startswith(("hydra.", "pruning")) or "=" not in override:
+            continue
+        value = OmegaConf.select(cfg, key, default=override.split("=", 1)[1])
+        values[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return values
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _versions() -> dict:
+    import torch
+
+    from importlib.metadata import version
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return {"logitlab": version("logitlab"), "torch": torch.__version__, "python": sys.version.split()[0],
+            "git_revision": rev or None}
+
+
+@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        log.info(f"{run_dir} has finished already: {cfg.trainer.objective} {metrics[cfg.trainer.objective]:.4f}")
+        return metrics[cfg.trainer.objective]
+
+    from logitlab.trainer import Interrupted
+
+    try:
+        _write_json(run_dir / "versions.json", _versions())
+        metrics = train(cfg, run_dir)
+    except (ConfigError, Interrupted) as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records the job as failed and goes on
+        print(f"error: {e}" if isinstance(e, ConfigError) else str(e), file=sys.stderr)
+        sys.exit(128 + e.signum if isinstance(e, Interrupted) else 1)
+    _write_json(metrics_path, metrics)
+    log.info(f"test/acc {metrics['test/acc']:.4f}  test/loss {metrics['test/loss']:.4f}  "
+             f"best val/acc {metrics['val/acc']:.4f} (epoch {metrics['best_epoch']})  "
+             f"{metrics['train_seconds']:.1f}s  {run_dir}")
+    if cfg.trainer.objective not in metrics:
+        raise ConfigError(f"trainer.objective={cfg.trainer.objective!r} is not a metric; "
+                          f"valid: {', '.join(k for k in metrics if '/' in k)}")
+    return metrics[cfg.trainer.objective]
+
+
+if __name__ == "__main__":
+    main()
