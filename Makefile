@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install train test test-all tb clean
+.PHONY: install train test test-all tb bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test-all: install     ## every test, including those marked slow
 
 tb: install           ## TensorBoard over every run and sweep
 	$(VENV)/bin/tensorboard --logdir . --reload_multifile true
+
+bench: install        ## logitlab's trainer vs a hand-written loop, Lightning and Keras, side by side
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) bench/run.py
 
 clean:                ## remove run outputs (not the environment)
 	rm -rf outputs multirun lightning_logs .pytest_cache

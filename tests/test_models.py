@@ -1,0 +1,81 @@
+"""The zoo tests itself: every conf/model/*.yaml on every offline input shape."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from conftest import CONF
+from logitlab import ConfigError
+from logitlab.models import MLP, CNN, SoftmaxRegression
+
+MODEL_FILES = sorted((CONF / "model").glob("*.yaml"))
+SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def test_the_zoo_has_the_required_models():
+    assert {"linear", "mlp", "cnn"} <= {p.stem for p in MODEL_FILES}
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("model_file", MODEL_FILES, ids=lambda p: p.stem)
+def test_every_model_builds_and_returns_finite_logits(model_file, shape):
+    torch.manual_seed(0)
+    model = instantiate(OmegaConf.load(model_file), input_shape=shape, num_classes=7)
+    for mode in (model.train, model.eval):
+        mode()
+        logits = model(torch.randn(5, *shape))
+        assert logits.shape == (5, 7)
+        assert torch.isfinite(logits).all()
+    model.train()
+    model(torch.randn(5, *shape)).logsumexp(1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert not any(isinstance(m, (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)) for m in model.modules())
+
+
+def test_models_return_raw_logits_not_probabilities():
+    torch.manual_seed(0)
+    for model in (SoftmaxRegression((1, 40), 10), MLP((1, 40), 10), CNN((1, 40), 10)):
+        logits = model(torch.randn(64, 1, 40) * 5)
+        assert (logits < 0).any()  # probabilities would never be negative
+        assert not torch.allclose(logits.sum(1), torch.ones(64))
+
+
+def test_softmax_regression_is_wx_plus_b():
+    model = SoftmaxRegression((1, 8, 8), 10)
+    assert model.linear.weight.shape == (10, 64)  # W: (K, D)
+    x = torch.randn(3, 1, 8, 8)
+    expected = x.flatten(1) @ model.linear.weight.T + model.linear.bias
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_depth_and_widths_follow_the_config():
+    mlp = MLP((1, 40), 10, hidden=[25, 15], activation="gelu")
+    linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(40, 25), (25, 15), (15, 10)]
+    assert sum(isinstance(m, nn.GELU) for m in mlp.modules()) == 2
+    cnn1d, cnn2d = CNN((1, 40), 10, channels=[8, 16, 32]), CNN((1, 8, 8), 10, channels=[8, 16])
+    assert [m.out_channels for m in cnn1d.modules() if isinstance(m, nn.Conv1d)] == [8, 16, 32]
+    assert sum(isinstance(m, nn.Conv2d) for m in cnn2d.modules()) == 2
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    (dict(hidden=[0]), "model.hidden"),
+    (dict(hidden=[]), "model.hidden"),
+    (dict(hidden=[32, -1]), "model.hidden"),
+    (dict(activation="swishy"), "model.activation"),
+    (dict(dropout=1.5), "model.dropout"),
+])
+def test_invalid_mlp_values_fail_with_one_line(kwargs, key):
+    with pytest.raises(ConfigError) as err:
+        MLP((1, 40), 10, **kwargs)
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs", [dict(channels=[0]), dict(pool="median"), dict(kernel_size=0)])
+def test_invalid_cnn_values_fail_with_one_line(kwargs):
+    with pytest.raises(ConfigError) as err:
+        CNN((1, 40), 10, **kwargs)
+    assert "model." in str(err.value) and "\n" not in str(err.value)
