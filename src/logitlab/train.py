@@ -28,23 +28,35 @@ from logitlab import ConfigError
 log = logging.getLogger("logitlab")
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Build every component from `cfg` (the one place that calls `instantiate`) and fit."""
-    import torch
+def build(node, **kwargs):
+    """`instantiate`, with a component's own ConfigError surfacing as itself (one line), not wrapped."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Build every component from `cfg` and fit."""
+    import torch
+
     torch.manual_seed(cfg.seed)  # before the model is built: the seed fixes the initial weights
-    trainer = instantiate(cfg.trainer)
-    data = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    trainer = build(cfg.trainer)
+    data = build(cfg.data)
+    model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
     on_epoch_end = None
     if cfg.get("pruning"):
         from logitlab.pruning import epoch_reporter
 
         on_epoch_end = epoch_reporter(**cfg.pruning)
     return trainer.fit(
-        model, data, instantiate(cfg.optim), run_dir,
-        schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
+        model, data, build(cfg.optim), run_dir,
+        schedule=build(cfg.schedule) if cfg.get("schedule") else None,
         seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
         hparams=hparams(cfg), on_epoch_end=on_epoch_end,
     )
@@ -84,8 +96,11 @@ def _versions() -> dict:
             "git_revision": rev or None}
 
 
-@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+def run(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
@@ -111,6 +126,20 @@ def main(cfg: DictConfig) -> float:
         raise ConfigError(f"trainer.objective={cfg.trainer.objective!r} is not a metric; "
                           f"valid: {', '.join(k for k in metrics if '/' in k)}")
     return metrics[cfg.trainer.objective]
+
+
+def main() -> None:
+    """The console entry: check the command line first (no run directory for a typo), then run."""
+    args = sys.argv[1:]
+    if not any(a.startswith(("--help", "-h", "--cfg", "--info", "--hydra-help", "--shell")) for a in args):
+        from logitlab.validate import check_command_line
+
+        try:
+            check_command_line(CONFIG_DIR, args)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    run()
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ class Trainer:
                           config=config or {}, ckpt_dir=ckpt_dir, history=[], best=None,
                           train_seconds=0.0, saved_at=0.0)
         pos = self._restore(checkpoint.latest(ckpt_dir))
+        if not pos.epoch and not pos.step:  # the initial weights: a run that diverges at once keeps them
+            self._save(pos, ckpt_dir / "last.pt")
+            checkpoint.copy(ckpt_dir / "last.pt", ckpt_dir / "best.pt")
 
         from torch.utils.tensorboard import SummaryWriter  # lazy: only runs that train pay for it
 
