@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -31,10 +32,10 @@ def save(state: dict, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         tmp.unlink(missing_ok=True)
-        raise ConfigError(f"could not write checkpoint {path}: {e.strerror or e}; "
-                          f"the previous checkpoint is intact") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed (disk full?)"
+        raise ConfigError(f"could not write checkpoint {path}: {reason}; the previous checkpoint is intact") from None
 
 
 def copy(src: Path, dst: Path) -> None:
@@ -60,7 +61,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return state
 
 
-def latest(checkpoint_dir: Path, warn=print) -> dict | None:
+def latest(checkpoint_dir: Path) -> dict | None:
     """The newest loadable checkpoint in `checkpoint_dir`, or None if it holds none at all.
 
     Stray temporary files from a killed save are removed. A corrupt file is reported and skipped; if
@@ -74,7 +75,7 @@ def latest(checkpoint_dir: Path, warn=print) -> dict | None:
             states.append(load(path))
         except CheckpointError as e:
             errors.append(str(e))
-            warn(f"skipping {e}")
+            print(f"warning: {e}; falling back to an older checkpoint", file=sys.stderr)
     if candidates and not states:
         raise CheckpointError(f"no checkpoint in {checkpoint_dir} loads ({'; '.join(errors)}); "
                               f"move the directory away to start afresh")
