@@ -52,9 +52,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
-        raise CheckpointError(f"{path} was refused by the safe loader (weights_only=True): {reason}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        code = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        if code:  # the pickle names a function or class to call: exactly what an exploit does
+            raise CheckpointError(f"{path} was refused by the safe loader (weights_only=True): {code}") from None
+        raise CheckpointError(f"{path} is truncated or not a checkpoint (unreadable pickle)") from None
+    except Exception as e:  # arbitrary bytes break the unpickler in arbitrary ways (KeyError, EOFError, ...)
         raise CheckpointError(f"{path} is truncated or not a checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a logitlab checkpoint (no 'model' entry)")

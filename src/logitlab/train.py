@@ -139,7 +139,13 @@ def main() -> None:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-    run()
+    from logitlab.trainer import Interrupted
+
+    try:
+        run()
+    except Interrupted as e:  # in a sweep: the finished jobs are kept, this one has its checkpoint
+        print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,180 @@
+"""Where a classifier is wrong and whether its confidence can be trusted: the confusion matrix, per-class
+precision / recall / F1, the expected calibration error (ECE) with its reliability diagram, and a grid of
+misclassified images. `logitlab.evaluate` writes them to files; `log_figures` and `log_graph` put them in
+TensorBoard during training.
+
+Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so drawing one
+changes no global backend; matplotlib is imported only when a figure is drawn.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from logitlab.inference import probabilities
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def confusion_matrix(y: Tensor, pred: Tensor, num_classes: int) -> Tensor:
+    """(C, C) counts: row = true class, column = predicted class."""
+    flat = y.long() * num_classes + pred.long()
+    return torch.bincount(flat, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def per_class(cm: Tensor) -> dict[str, Tensor]:
+    """Precision, recall, F1 and support per class from a confusion matrix. Precision of a class that is
+    never predicted (and so F1) is 0, as scikit-learn's zero_division=0."""
+    cm = cm.double()
+    tp, predicted, support = cm.diag(), cm.sum(0), cm.sum(1)
+    precision = tp / predicted.clamp_min(1)
+    recall = tp / support.clamp_min(1)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-300), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.long()}
+
+
+def calibration(probs: Tensor, y: Tensor, bins: int = 15) -> dict:
+    """ECE over `bins` equal-width confidence bins (lo, hi] (Guo et al., 2017): confidence is the max
+    probability; ECE = sum_b (n_b / N) |acc_b - conf_b|, the mean gap between how often the model is
+    right and how sure it says it is. Empty bins have None for confidence and accuracy."""
+    conf, pred = probs.double().max(dim=1)
+    correct = (pred == y).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    idx = torch.bucketize(conf, edges[1:-1])  # inner edges: conf in (edges[i], edges[i+1]] -> i
+    count = torch.bincount(idx, minlength=bins)
+    conf_sum = torch.bincount(idx, weights=conf, minlength=bins)
+    acc_sum = torch.bincount(idx, weights=correct, minlength=bins)
+    # (n_b / N) |acc_b - conf_b| == |sum of correct - sum of conf in b| / N
+    ece = (acc_sum - conf_sum).abs().sum().item() / max(len(y), 1)
+    mean = lambda s: [v / n if n else None for v, n in zip(s.tolist(), count.tolist())]  # noqa: E731
+    return {"ece": ece, "bins": bins, "edges": edges.tolist(), "count": count.tolist(),
+            "confidence": mean(conf_sum), "accuracy": mean(acc_sum)}
+
+
+# ---------------------------------------------------------------------------------------- figures
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_image(fig) -> np.ndarray:
+    """The figure rendered as an (H, W, 3) uint8 array."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def plot_confusion_matrix(cm: Tensor, class_names: list[str]):
+    """Counts in each cell, coloured by the fraction of the true class (row) so rare classes show too."""
+    n = len(class_names)
+    size = min(max(4.0, 0.45 * n + 2.0), 14.0)
+    fig = _figure(size, size)
+    ax = fig.add_subplot()
+    rows = cm.double() / cm.sum(1, keepdim=True).clamp_min(1)
+    ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        for (i, j), count in np.ndenumerate(cm.numpy()):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                        color="white" if rows[i, j] > 0.5 else "black")
+    ticks = range(n) if n <= 30 else []
+    ax.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90 if n > 10 else 0)
+    ax.set_yticks(ticks, [class_names[i] for i in ticks])
+    acc = cm.diag().sum().item() / max(cm.sum().item(), 1)
+    ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix (acc {acc:.3f})")
+    return fig
+
+
+def plot_reliability(cal: dict):
+    """Accuracy per confidence bin against the diagonal of perfect calibration (bars below it: the
+    model is overconfident there), above a histogram of how many examples fall in each bin."""
+    fig = _figure(4.5, 5.5)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    edges = np.array(cal["edges"])
+    width, centres = np.diff(edges), (edges[:-1] + edges[1:]) / 2
+    acc = np.array([np.nan if a is None else a for a in cal["accuracy"]])
+    conf = np.array([np.nan if c is None else c for c in cal["confidence"]])
+    top.bar(centres, acc, width, edgecolor="black", color="tab:blue", alpha=0.8, label="accuracy")
+    top.bar(centres, conf - acc, width, bottom=acc, fill=False, hatch="///", edgecolor="tab:red", lw=0,
+            label="gap to mean confidence")
+    top.hlines(conf, edges[:-1], edges[1:], colors="tab:red", lw=2)
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    top.set(ylim=(0, 1), ylabel="accuracy", title=f"reliability: ECE {cal['ece']:.4f} ({cal['bins']} bins)")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, cal["count"], width, edgecolor="black", color="tab:gray")
+    bottom.set(xlim=(0, 1), yscale="log", xlabel="confidence (max softmax probability)", ylabel="examples")
+    return fig
+
+
+def plot_misclassified(x: Tensor, y: Tensor, probs: Tensor, class_names: list[str], limit: int = 25):
+    """The most confident mistakes, each titled `true -> predicted (probability)`; None if there are none.
+    `x` is (N, C, H, W) normalised data, shown per image rescaled to [0, 1]."""
+    conf, pred = probs.max(dim=1)
+    wrong = (pred != y).nonzero().flatten()
+    if not len(wrong):
+        return None
+    wrong = wrong[conf[wrong].argsort(descending=True)][:limit]
+    cols = min(5, len(wrong))
+    rows = -(-len(wrong) // cols)
+    fig = _figure(1.6 * cols, 1.8 * rows)
+    for k, i in enumerate(wrong.tolist()):
+        img = x[i].float()
+        img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.imshow(img[0].numpy() if img.shape[0] == 1 else img[:3].permute(1, 2, 0).numpy(), cmap="gray")
+        ax.set_title(f"{class_names[y[i]]} -> {class_names[pred[i]]} ({conf[i]:.2f})", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("most confident mistakes: true -> predicted (probability)", fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- TensorBoard
+@torch.no_grad()
+def log_figures(writer, model: nn.Module, x: Tensor, y: Tensor, class_names: list[str], step: int,
+                prefix: str) -> None:
+    """How `model` does on (x, y), under `prefix/`: confusion_matrix and reliability images, class_acc/<name>
+    and ece scalars, max_prob (and max_prob_wrong) histograms of the max softmax probability,
+    weights/<parameter> histograms, and for image data (x of shape (N, C, H, W)) a misclassified grid."""
+    probs = probabilities(model, x).cpu()
+    y = y.cpu()
+    conf, pred = probs.max(dim=1)
+    cm = confusion_matrix(y, pred, len(class_names))
+    cal = calibration(probs, y)
+    writer.add_image(f"{prefix}/confusion_matrix", to_image(plot_confusion_matrix(cm, class_names)), step,
+                     dataformats="HWC")
+    writer.add_image(f"{prefix}/reliability", to_image(plot_reliability(cal)), step, dataformats="HWC")
+    writer.add_scalar(f"{prefix}/ece", cal["ece"], step)
+    for name, recall in zip(class_names, per_class(cm)["recall"].tolist()):
+        writer.add_scalar(f"{prefix}/class_acc/{name}", recall, step)
+    writer.add_histogram(f"{prefix}/max_prob", conf, step, bins=np.linspace(0, 1, 21))
+    if (pred != y).any():
+        writer.add_histogram(f"{prefix}/max_prob_wrong", conf[pred != y], step, bins=np.linspace(0, 1, 21))
+    for name, p in model.named_parameters():
+        writer.add_histogram(f"{prefix}/weights/{name}", p.detach().float().cpu(), step)
+    if x.dim() == 4:
+        grid = plot_misclassified(x.cpu(), y, probs, class_names)
+        if grid is not None:
+            writer.add_image(f"{prefix}/misclassified", to_image(grid), step, dataformats="HWC")
+    writer.flush()
+
+
+def log_graph(writer, model: nn.Module, example_x: Tensor) -> None:
+    """The model's graph for TensorBoard's Graphs tab, traced in eval mode on two examples. A model that
+    cannot be traced costs the graph, not the run."""
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # add_graph traces with torch.jit, which warns it is deprecated
+            writer.add_graph(model, example_x[:2])
+    except (RuntimeError, TypeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"warning: no model graph in TensorBoard ({reason})", file=sys.stderr)
+    finally:
+        model.train(was_training)
