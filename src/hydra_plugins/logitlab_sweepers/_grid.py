@@ -1,0 +1,48 @@
+"""The grid: every combination of the swept values (`a=1,2 b=x,y` is four jobs), as in Hydra's
+BasicSweeper, which re-raises the first failed job's error and drops the rest of the sweep. Here every
+job runs and is recorded; the command fails at the end, naming the jobs that failed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from . import _jobs, _summary
+
+
+def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: Path) -> list[_jobs.Job]:
+    if sweeper.layers:
+        raise _jobs.SweepError("hydra.sweeper.layers needs an Optuna sampler (hydra.sweeper.sampler=tpe); "
+                               "a grid takes list values instead, e.g. 'model.hidden=[64],[64,32]'")
+    overrides = parser.parse_overrides([f"{k}={v}" for k, v in sweeper.params.items()] + arguments)
+    for o in overrides:
+        if o.is_interval_sweep():
+            raise _jobs.SweepError(f"{o.input_line}: a grid cannot sweep an interval; use choice(...) or "
+                                   f"range(...), or an Optuna sampler (hydra.sweeper.sampler=tpe)")
+    swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+    batch_size = sweeper.n_jobs
+    if batch_size is None and (sweeper.sequential or sweeper.max_failures is not None):
+        batch_size = sweeper.parallelism
+    batches = BasicSweeper.split_arguments(overrides, batch_size)
+    gpus = _jobs.gpus_to_pin(sweeper.config)
+
+    jobs: list[_jobs.Job] = []
+    stopped = None
+    with _summary.kept_on_stop(lambda: jobs, sweep_dir / "summary.csv", sweeper.objective):
+        for k, batch in enumerate(batches):
+            sweeper.validate_batch_is_legal(batch)
+            results = sweeper.launcher.launch(sweeper.pinned(batch, sweep_dir, gpus), initial_job_idx=len(jobs))
+            for ret, job_overrides in zip(results, batch):
+                varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
+                params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
+                jobs.append(_jobs.read_job(ret, len(jobs), varying, params))
+            if gpus:
+                _jobs.fresh_workers()
+            _summary.write_csv(jobs, sweep_dir / "summary.csv", sweeper.objective)
+            failed = sum(j.status == "FAIL" for j in jobs)
+            if sweeper.max_failures is not None and failed > sweeper.max_failures and k + 1 < len(batches):
+                stopped = f"stopped after {failed} failures (max_failures={sweeper.max_failures})"
+                break
+    _summary.finish(jobs, sweep_dir, sweeper.objective, sweeper.direction, sweeper.top, stopped)
+    return jobs

@@ -1,0 +1,189 @@
+"""What both sweepers do around each job: run it (in the job's own process), read back how it ended,
+and decide how many jobs go out at once and on which GPU."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("logitlab.sweep")
+
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+class SweepError(CompactHydraException):
+    """A user's error or a sweep that did not go through: one line, no traceback, exit status 1."""
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """End the command on a SweepError as logitlab's own errors do: `error: ...` and status 1 (Hydra
+    would add a line about HYDRA_FULL_ERROR)."""
+    try:
+        yield
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def quote(text: str) -> str:
+    """`text` as a quoted value in Hydra's override grammar (paths hold '=' and ',')."""
+    return "'" + str(text).replace("'", "\\'") + "'"
+
+
+def job_state(error: BaseException) -> str:
+    """PRUNED for Optuna's TrialPruned; INTERRUPTED for what stops more than the job (Ctrl-C, or
+    logitlab's Interrupted after a signal: BaseExceptions that Hydra's run_job lets through, so the
+    sweep stops too); FAIL for any other exception."""
+    from optuna.exceptions import TrialPruned
+
+    if isinstance(error, TrialPruned):
+        return "PRUNED"
+    return "FAIL" if isinstance(error, Exception) else "INTERRUPTED"
+
+
+def _is_config_error(error: BaseException) -> bool:
+    from logitlab import ConfigError
+
+    return isinstance(error, ConfigError)
+
+
+def _not_finite(value: Any) -> bool:
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):  # not a number (None, a dict...): not ours to judge
+        return False
+
+
+class Task:
+    """The task function as the launcher runs it, in the job's process.
+
+    Hydra's run_job turns a job's exception into its JobReturn and logs nothing, so this is the last
+    place where the traceback exists: it goes to the job's log. A NaN/inf objective becomes a failure
+    here as well, and <job dir>/job.json records how the job ended and its wall time for the summary."""
+
+    def __init__(self, task_function: Callable[[DictConfig], Any]):
+        self.task_function = task_function
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        started = time.perf_counter()
+
+        def record(status: str, error: str | None = None) -> None:
+            seconds = round(time.perf_counter() - started, 3)
+            ending = {"status": status, "wall_seconds": seconds, "error": error}
+            (job_dir / "job.json").write_text(json.dumps(ending, indent=2) + "\n")
+
+        try:
+            value = self.task_function(cfg)
+        except BaseException as e:
+            state, error = job_state(e), f"{type(e).__name__}: {e}"
+            record(state, error)
+            if state == "FAIL":
+                # A user's error (logitlab's ConfigError) needs no traceback; anything else may be a bug.
+                log.error(f"job failed: {error}", exc_info=None if _is_config_error(e) else e)
+            else:
+                log.info(f"job {state.lower()}: {e}")
+            raise
+        if _not_finite(value):
+            error = f"ValueError: the objective is {value}"
+            record("FAIL", error)
+            log.error(f"job failed: {error}")
+            raise ValueError(f"the objective is {value}")
+        record("COMPLETE")
+        return value
+
+
+@dataclass
+class Job:
+    """One finished job as the summary shows it."""
+
+    number: int
+    status: str  # COMPLETE, PRUNED, FAIL (or RUNNING: an Optuna trial that a stopped sweep left)
+    value: float | None = None
+    params: dict = field(default_factory=dict)
+    overrides: list = field(default_factory=list)  # the ones that vary between jobs
+    error: str | None = None
+    job_dir: str | None = None
+    log: str | None = None
+    wall_seconds: float | None = None
+
+
+def read_job(ret: JobReturn, number: int, overrides: Sequence[str], params: dict) -> Job:
+    """How a launched job ended. Reads `_return_value`: `return_value` re-raises a failed job's error."""
+    job = Job(number=number, status="COMPLETE", params=dict(params), overrides=list(overrides))
+    if ret.status == JobStatus.COMPLETED:
+        job.value = ret._return_value
+    else:
+        error = ret._return_value
+        job.status = job_state(error) if isinstance(error, BaseException) else "FAIL"
+        job.error = f"{type(error).__name__}: {error}"
+    if ret.hydra_cfg is not None:
+        job.job_dir = ret.hydra_cfg.hydra.runtime.output_dir
+        job.log = OmegaConf.select(ret.hydra_cfg, "hydra.job_logging.handlers.file.filename", default=None)
+        record = Path(job.job_dir) / "job.json"
+        if record.exists():
+            job.wall_seconds = json.loads(record.read_text()).get("wall_seconds")
+    return job
+
+
+def launcher_parallelism(config: DictConfig) -> int:
+    """How many jobs the configured launcher runs at once: joblib's n_jobs, submitit's
+    array_parallelism, else 1 (Hydra's basic launcher runs them one by one in this process)."""
+    launcher = config.hydra.launcher
+    n = launcher.get("n_jobs") or launcher.get("array_parallelism") or 1
+    return (os.cpu_count() or 1) if n < 0 else int(n)
+
+
+def visible_gpus() -> list[str]:
+    """GPUs a parallel job can be pinned to: CUDA_VISIBLE_DEVICES when set, else those nvidia-smi lists
+    (asking torch would initialise CUDA in the sweeper's process for nothing)."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return out.split()
+
+
+def pin_gpus(batch: list[list[str]], gpus: Sequence[str]) -> list[list[str]]:
+    """Give the k-th job of a batch GPU k mod len(gpus) through its environment. CUDA reads
+    CUDA_VISIBLE_DEVICES once per process, so the launcher must start fresh workers for each batch
+    (see fresh_workers)."""
+    return [overrides + [f"++hydra.job.env_set.CUDA_VISIBLE_DEVICES={quote(gpus[k % len(gpus)])}"]
+            for k, overrides in enumerate(batch)]
+
+
+def fresh_workers() -> None:
+    """Stop joblib's reusable worker processes: a worker that already initialised CUDA keeps the GPU it
+    saw first, whatever the next job's CUDA_VISIBLE_DEVICES says."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
+
+
+def gpus_to_pin(config: DictConfig) -> list[str]:
+    """The GPUs to spread parallel jobs over: only for the joblib launcher (submitit gives each job its
+    own allocation; the basic launcher runs one job at a time) and only when there are two or more."""
+    if "joblib" not in str(config.hydra.launcher.get("_target_", "")):
+        return []
+    gpus = visible_gpus()
+    return gpus if len(gpus) > 1 else []

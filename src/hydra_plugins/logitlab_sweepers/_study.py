@@ -1,0 +1,212 @@
+"""An Optuna study driven by ask-and-tell: each batch asks n_jobs trials, launches them as Hydra jobs
+(on any launcher) and tells Optuna how each ended: COMPLETE, PRUNED or FAIL.
+
+The study lives in the sweep directory (Optuna's journal file by default), so rerunning the same
+command continues it: finished trials stay, trials that were running when the sweep died are launched
+again in their own job directories (where the job resumes from its checkpoint), numbering goes on, and
+n_trials is the total."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from optuna.trial import TrialState
+
+from logitlab.pruning import open_storage
+
+from . import _jobs, _search_space, _summary
+from ._jobs import SweepError, log
+
+PRUNERS = {"median": "optuna.pruners.MedianPruner", "hyperband": "optuna.pruners.HyperbandPruner"}
+
+
+def _override_value(value: Any) -> str:
+    """`value` in Hydra's override grammar."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return _jobs.quote(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler calls study.stop() after the last grid point, which only works inside
+    study.optimize(); with ask-and-tell the sweep stops by itself (n_trials is capped at the grid)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def make_sampler(name: Any, space: _search_space.SearchSpace, seed: Optional[int]) -> Any:
+    if isinstance(name, dict):
+        return instantiate(name)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "grid":
+        return _GridSampler(space.grid(), seed=seed)
+    raise SweepError(f"hydra.sweeper.sampler={name!r}; valid: null (a grid), random, tpe, grid, "
+                     f"or {{_target_: optuna.samplers.NAME, ...}}")
+
+
+def pruner_spec(pruner: Any) -> Optional[dict]:
+    """The pruner as a {_target_: ...} mapping: checked here, built again inside every job."""
+    if pruner in (None, "none"):
+        return None
+    if isinstance(pruner, str):
+        if pruner not in PRUNERS:
+            raise SweepError(f"hydra.sweeper.pruner={pruner!r}; valid: null, median, hyperband, "
+                             f"or {{_target_: optuna.pruners.NAME, ...}}")
+        pruner = {"_target_": PRUNERS[pruner]}
+    instantiate(pruner)
+    return pruner
+
+
+def open_study(storage: str, name: str, direction: str, arguments: list[str]) -> optuna.Study:
+    """Create the study, or load it to resume, if it was started by the same command line."""
+    study = optuna.create_study(storage=open_storage(storage), study_name=name, direction=direction,
+                                load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise SweepError(f"study {name!r} in {storage} has direction={study.direction.name.lower()}; "
+                         f"rerun with it, or use another hydra.sweep.dir")
+    started_with = study.user_attrs.get("arguments")
+    if started_with is None:
+        study.set_user_attr("arguments", sorted(arguments))
+    elif started_with != sorted(arguments):
+        raise SweepError(f"study {name!r} in {storage} was started with the arguments "
+                         f"{' '.join(started_with)!r}, not {' '.join(sorted(arguments))!r}; "
+                         f"rerun with those, or use another hydra.sweep.dir")
+    return study
+
+
+def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: Path) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what its INFO lines would
+    space = _search_space.build(parser, sweeper.params, sweeper.layers, arguments)
+    storage = sweeper.storage or str(sweep_dir / "optuna.journal")
+    pruner = pruner_spec(sweeper.pruner)
+    study = open_study(storage, sweeper.study_name, sweeper.direction, arguments)
+    # A resumed study must not replay the first run's random draws: offset the seed.
+    seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
+    study.sampler = make_sampler(sweeper.sampler, space, seed)
+    n_trials = min(sweeper.n_trials, _grid_size(space.grid())) if sweeper.sampler == "grid" \
+        else sweeper.n_trials
+    n_jobs = sweeper.n_jobs or sweeper.parallelism
+    stale = _stale_trials(study)
+    if study.trials:
+        done = sum(t.state.is_finished() for t in study.trials)
+        log.info(f"resuming study {sweeper.study_name!r} in {storage}: {done} of {n_trials} trials "
+                 f"finished, {len(stale)} to run again")
+    else:
+        log.info(f"study {sweeper.study_name!r} in {storage}: {n_trials} trials, {n_jobs} at a time")
+    link = pruner and dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
+                           pruner=pruner)
+    gpus = _jobs.gpus_to_pin(sweeper.config)
+    failures, stopped, first = 0, None, True
+    with _summary.kept_on_stop(lambda: _all_jobs(study), sweep_dir / "summary.csv", sweeper.objective):
+        while True:
+            batch, stale = stale[:n_jobs], stale[n_jobs:]
+            if not batch:
+                batch = [_ask(study, space) for _ in range(min(n_jobs, n_trials - len(study.trials)))]
+            if not batch:
+                break
+            overrides = [_job_overrides(space, trial, link) for trial in batch]
+            if first:  # trials differ in values only: if the first batch composes, all do
+                _validate(sweeper, study, batch, overrides)
+                first = False
+            results = _launch(sweeper, batch, sweeper.pinned(overrides, sweep_dir, gpus))
+            if gpus:
+                _jobs.fresh_workers()
+            for trial, ret in zip(batch, results):
+                job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
+                _tell(study, trial, job, sweeper.objective)
+                failures += job.status == "FAIL"
+            _summary.write_csv(_all_jobs(study), sweep_dir / "summary.csv", sweeper.objective)
+            if sweeper.max_failures is not None and failures > sweeper.max_failures:
+                stopped = f"stopped after {failures} failures (max_failures={sweeper.max_failures})"
+                break
+    _summary.finish(_all_jobs(study), sweep_dir, sweeper.objective, sweeper.direction, sweeper.top, stopped)
+    return study
+
+
+def _validate(sweeper, study: optuna.Study, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
+    try:
+        sweeper.validate_batch_is_legal(overrides)
+    except Exception:  # a key that does not compose: these trials can never run
+        for trial in batch:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+
+
+def _stale_trials(study: optuna.Study) -> list[optuna.Trial]:
+    """Trials a stopped sweep left RUNNING, to be launched again as they were. One that the sweep died
+    sampling (no overrides yet) was never launched: it fails."""
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = optuna.trial.Trial(study, t._trial_id)
+        if "overrides" in t.user_attrs:
+            stale.append(trial)
+        else:
+            trial.set_user_attr("error", "never launched: the sweep stopped while sampling it")
+            study.tell(trial, state=TrialState.FAIL)
+    return stale
+
+
+def _job_overrides(space: _search_space.SearchSpace, trial: optuna.Trial, link: Optional[dict]) -> list[str]:
+    """The trial's overrides, plus its link to the study for per-epoch reports if a pruner is set."""
+    overrides = space.fixed + trial.user_attrs["overrides"]
+    if link:
+        overrides.append(f"pruning={_override_value({**link, 'trial_number': trial.number})}")
+    return overrides
+
+
+def _ask(study: optuna.Study, space: _search_space.SearchSpace) -> optuna.Trial:
+    trial = study.ask()
+    trial.set_user_attr("overrides", space.ask(trial))
+    return trial
+
+
+def _launch(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]) -> list:
+    """Launch the trials as jobs numbered like them, so a trial launched again after a crash finds its
+    own job directory. The launcher numbers a launch's jobs consecutively: one launch per run of
+    consecutive trial numbers."""
+    results, start = [], 0
+    for end in range(1, len(batch) + 1):
+        if end == len(batch) or batch[end].number != batch[end - 1].number + 1:
+            results += sweeper.launcher.launch(overrides[start:end], initial_job_idx=batch[start].number)
+            start = end
+    return results
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, job: _jobs.Job, objective: str) -> None:
+    if job.status == "COMPLETE" and not isinstance(job.value, (int, float)):
+        job.status, job.error = "FAIL", f"TypeError: the task returned {job.value!r}, not a number"
+    for key in ("job_dir", "log", "wall_seconds", "error"):  # before tell: a finished trial is read-only
+        trial.set_user_attr(key, getattr(job, key))
+    if job.status == "COMPLETE":
+        study.tell(trial, float(job.value))
+    else:
+        study.tell(trial, state=TrialState[job.status])
+    shown = f"{objective} {job.value:.4f}" if job.status == "COMPLETE" else job.error
+    log.info(f"trial #{trial.number} {job.status}: {shown}  [{' '.join(job.overrides)}]")
+
+
+def _all_jobs(study: optuna.Study) -> list[_jobs.Job]:
+    """Every trial of the study, as rows of the summary."""
+    return [_jobs.Job(number=t.number, status=t.state.name, value=t.value, params=t.params,
+                      overrides=t.user_attrs.get("overrides", []), error=t.user_attrs.get("error"),
+                      job_dir=t.user_attrs.get("job_dir"), log=t.user_attrs.get("log"),
+                      wall_seconds=t.user_attrs.get("wall_seconds"))
+            for t in study.get_trials(deepcopy=False)]
+
+
+def _grid_size(grid: dict) -> int:
+    size = 1
+    for values in grid.values():
+        size *= len(values)
+    return size

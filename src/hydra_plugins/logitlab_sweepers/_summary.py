@@ -1,0 +1,145 @@
+"""The record of a multirun: <sweep dir>/summary.csv (one row per job), a table of the best jobs in the
+log, and best.yaml, an experiment preset that reproduces the best job."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from omegaconf import OmegaConf
+
+from ._jobs import Job, SweepError
+
+log = logging.getLogger("logitlab.sweep")
+
+# `# @package _global_` presets: the values they set are in the job's config already, and an experiment
+# preset cannot pick another experiment.
+PRESET_GROUPS = ("experiment", "hparams_search")
+
+
+def metrics_of(job: Job) -> dict:
+    """The job's final metrics (<job dir>/metrics.json), numbers and strings only."""
+    path = Path(job.job_dir or "") / "metrics.json"
+    if not job.job_dir or not path.exists():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _keys(dicts: Sequence[dict]) -> list[str]:
+    keys: dict = {}
+    for d in dicts:
+        keys.update(dict.fromkeys(d))
+    return list(keys)
+
+
+def write_csv(jobs: Sequence[Job], path: Path, objective: str) -> None:
+    """One row per job: number, status, objective, wall seconds, params, final metrics, overrides, error,
+    job dir and log. Rewritten after every batch, so even a killed sweep leaves a current one."""
+    jobs = sorted(jobs, key=lambda j: j.number)
+    metrics = [{k: v for k, v in metrics_of(j).items() if k != objective} for j in jobs]
+    columns = ["number", "status", objective, "wall_seconds", *_keys([j.params for j in jobs]),
+               *_keys(metrics), "overrides", "error", "job_dir", "log"]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for job, m in zip(jobs, metrics):
+            writer.writerow({"number": job.number, "status": job.status, objective: job.value,
+                             "wall_seconds": job.wall_seconds, **job.params, **m,
+                             "overrides": " ".join(job.overrides), "error": job.error,
+                             "job_dir": job.job_dir, "log": job.log})
+    tmp.replace(path)
+
+
+def ranked(jobs: Sequence[Job], direction: str) -> list[Job]:
+    """Completed jobs with a number for an objective, best first."""
+    done = [j for j in jobs if j.status == "COMPLETE" and isinstance(j.value, (int, float))
+            and math.isfinite(j.value)]
+    return sorted(done, key=lambda j: j.value, reverse=direction == "maximize")
+
+
+def best_table(jobs: Sequence[Job], objective: str, direction: str, top: int) -> str:
+    best = ranked(jobs, direction)[:top]
+    if not best:
+        return "no job completed"
+    tests = sorted({k for j in best for k in metrics_of(j) if k.startswith("test/")})
+    head = ["#", objective, *tests, "wall_s", "overrides"]
+    rows = [[str(j.number), f"{j.value:.4f}", *(_fmt(metrics_of(j).get(k)) for k in tests),
+             _fmt(j.wall_seconds, ".1f"), " ".join(j.overrides)] for j in best]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]) for r in [head, *rows]]
+    return f"best {len(best)} of {len(jobs)} jobs by {objective} ({direction}):\n  " + "\n  ".join(lines)
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+def write_best(job: Job, path: Path, objective: str, direction: str) -> bool:
+    """best.yaml: the best job's config group choices as `override`s plus every value of its config,
+    so applied as an experiment preset it reproduces that job exactly. False if the job's .hydra/ is
+    missing (hydra.output_subdir=null)."""
+    saved = Path(job.job_dir or "") / ".hydra"
+    if not (saved / "config.yaml").exists() or not (saved / "hydra.yaml").exists():
+        return False
+    cfg = OmegaConf.load(saved / "config.yaml")
+    choices = OmegaConf.load(saved / "hydra.yaml").hydra.runtime.choices
+    defaults = [{f"override /{group}": option} for group, option in choices.items()
+                if not group.startswith("hydra/") and group not in PRESET_GROUPS]
+    if "pruning" in cfg:  # the trial's link to its study, not part of the experiment
+        cfg.pruning = None
+    preset = OmegaConf.create({"defaults": [*defaults, "_self_"]})
+    preset.merge_with(cfg)
+    header = [
+        "# @package _global_",
+        f"# The best job of the sweep in {path.parent}: #{job.number}, "
+        f"{objective} = {job.value:.6g} ({direction}).",
+        f"# Its overrides: {' '.join(job.overrides) or '(none)'}",
+        "# As an experiment: copy this file to conf/experiment/NAME.yaml and run with experiment=NAME.",
+        f"# The job's own config: --config-path {saved} --config-name config",
+    ]
+    path.write_text("\n".join(header) + "\n" + OmegaConf.to_yaml(preset))
+    return True
+
+
+def finish(jobs: Sequence[Job], sweep_dir: Path, objective: str, direction: str, top: int = 5,
+           stopped: str | None = None) -> None:
+    """Write summary.csv and best.yaml and log the best jobs; then, if any job failed or the sweep
+    `stopped` early, end the command with a one-line SweepError naming the failed jobs."""
+    summary = sweep_dir / "summary.csv"
+    write_csv(jobs, summary, objective)
+    log.info(best_table(jobs, objective, direction, top))
+    best = ranked(jobs, direction)
+    if best and write_best(best[0], sweep_dir / "best.yaml", objective, direction):
+        log.info(f"summary: {summary}  best job as a preset: {sweep_dir / 'best.yaml'}")
+    else:
+        log.info(f"summary: {summary}")
+
+    failed = [j for j in jobs if j.status == "FAIL"]
+    for j in failed:
+        log.error(f"job #{j.number} failed: {j.error}  [{' '.join(j.overrides)}]  log: {j.log or j.job_dir}")
+    if failed or stopped:
+        numbers = ", ".join(f"#{j.number}" for j in failed)
+        raise SweepError(f"{len(failed)} of {len(jobs)} jobs failed ({numbers or 'none'})"
+                         f"{'; ' + stopped if stopped else ''}; see {summary}")
+
+
+@contextmanager
+def kept_on_stop(jobs: Callable[[], Sequence[Job]], path: Path, objective: str) -> Iterator[None]:
+    """Ctrl-C, or logitlab's Interrupted after a signal, stops the sweep: write the summary of what
+    finished and say how to go on."""
+    try:
+        yield
+    except BaseException as e:
+        write_csv(jobs(), path, objective)
+        if not isinstance(e, Exception):
+            log.error(f"the sweep stopped ({type(e).__name__}); rerun the same command to continue it")
+        raise

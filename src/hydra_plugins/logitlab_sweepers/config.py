@@ -1,0 +1,57 @@
+"""The sweeper's settings, registered as hydra/sweeper=logitlab (conf/config.yaml makes it the default).
+
+One sweeper, two modes, so that an hparams_search preset switches to Optuna by setting values alone (a
+preset cannot `override /hydra/sweeper` once the root config has chosen it: the root's choice wins).
+
+Search spaces use Hydra's sweep syntax: `a,b,c` or `choice(a, b, c)`; `range(1, 4)` (1, 2, 3, as in a
+grid); `interval(0.0, 0.5)`; `tag(log, interval(1e-4, 1e-1))`; `tag(int, interval(16, 256))`."""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class LayersConf:
+    """A list-valued key searched layer by layer: first its length, then one value per element."""
+
+    depth: str = "range(1, 4)"
+    width: str = "choice(32, 64, 128, 256)"
+
+
+@dataclass
+class SweeperConf:
+    _target_: str = "hydra_plugins.logitlab_sweepers.sweeper.LogitlabSweeper"
+    _recursive_: bool = False  # a {_target_: ...} sampler or pruner reaches the sweeper as a spec
+    # null: a grid, every combination of the swept values (Hydra's basic sweep).
+    # random | tpe | grid | {_target_: optuna.samplers.NAME, ...}: an Optuna study of n_trials trials.
+    sampler: Any = None
+    # key: values. Swept like the command line's `key=a,b`; in a study, the search space.
+    params: Dict[str, str] = field(default_factory=dict)
+    # Optuna only. Conditional spaces for architecture search, asked before `params`: model.hidden:
+    # {depth: range(1, 4), width: choice(64, 128)} asks model.hidden.depth, then model.hidden.0, ...
+    layers: Dict[str, LayersConf] = field(default_factory=dict)
+    n_trials: int = 20  # Optuna only; in total: a resumed study runs only the trials still missing
+    # Jobs launched together. null: as many as the launcher runs at once (one at a time with Hydra's
+    # basic launcher, so Ctrl-C and max_failures stop between jobs); a grid on a parallel launcher
+    # launches all its jobs at once unless max_failures is set.
+    n_jobs: Optional[int] = None
+    # Optuna only. null | median | hyperband | {_target_: optuna.pruners.NAME, ...}. Each job reports
+    # `objective` after every epoch through its config key `pruning` (see logitlab.pruning).
+    pruner: Any = None
+    seed: Optional[int] = None  # Optuna only: the sampler's seed
+    study_name: str = "${hydra.job.name}"
+    # Optuna only. null: Optuna's journal file <sweep dir>/optuna.journal (safe for parallel jobs, also
+    # on NFS); or a database URL such as sqlite:////abs/path/study.db
+    storage: Optional[str] = None
+    # Launch no more jobs once more than this many failed in this run (0: stop at the first).
+    max_failures: Optional[int] = None
+    # What each job returns (and reports per epoch for pruning), and which end of it is best.
+    objective: str = "${oc.select:trainer.objective,value}"
+    direction: str = "maximize"  # or minimize
+    top: int = 5  # rows in the printed table of the best jobs
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="logitlab", node=SweeperConf,
+                             provider="logitlab")

@@ -1,0 +1,67 @@
+"""logitlab's Hydra sweeper: a grid that goes on when a job fails, or an Optuna study (ask-and-tell,
+conditional spaces, pruning, resume), chosen by `sampler`. Either way the multirun ends with
+<sweep dir>/summary.csv, a table of the best jobs and best.yaml, and exits non-zero if a job failed.
+
+Optuna and the heavy lifting are imported only when a sweep runs (Hydra imports this module on every
+start to discover plugins)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from . import _jobs
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class LogitlabSweeper(Sweeper):
+    def __init__(self, sampler: Any, params: Any, layers: Any, n_trials: int, n_jobs: Optional[int],
+                 pruner: Any, seed: Optional[int], study_name: str, storage: Optional[str],
+                 max_failures: Optional[int], objective: str, direction: str, top: int) -> None:
+        self.sampler, self.pruner = _plain(sampler), _plain(pruner)
+        self.params, self.layers = _plain(params) or {}, _plain(layers) or {}
+        self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
+        self.study_name, self.storage, self.max_failures = study_name, storage, max_failures
+        self.objective, self.direction, self.top = objective, direction, top
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=_jobs.Task(task_function), config=config)
+        self.parallelism = _jobs.launcher_parallelism(config)
+        self.sequential = config.hydra.launcher._target_ == _jobs.BASIC_LAUNCHER
+
+    def sweep(self, arguments: List[str]) -> Any:
+        with _jobs.one_line_errors():
+            if self.direction not in ("maximize", "minimize"):
+                raise _jobs.SweepError(f"hydra.sweeper.direction={self.direction!r}; "
+                                       f"valid: maximize, minimize")
+            sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
+            if self.sampler is None and (sweep_dir / "summary.csv").exists():
+                _jobs.log.info(f"{sweep_dir} holds a sweep already: finished jobs return their "
+                               f"stored results")
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+            if self.sampler is None:
+                from ._grid import run_grid
+
+                return run_grid(self, parser, list(arguments), sweep_dir)
+            from ._study import run_study
+
+            return run_study(self, parser, list(arguments), sweep_dir)
+
+    def pinned(self, batch: list[list[str]], sweep_dir: Path, gpus: list[str]) -> list[list[str]]:
+        """Each job's overrides plus its sweep dir (this one, even if hydra.sweep.dir interpolates
+        something that differs per job, e.g. ${hydra.job.override_dirname}) and GPU, if any."""
+        batch = [b + [f"hydra.sweep.dir={_jobs.quote(sweep_dir)}"] for b in batch]
+        return _jobs.pin_gpus(batch, gpus) if gpus else batch
