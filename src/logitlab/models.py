@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from logitlab import ConfigError
@@ -114,3 +115,84 @@ class CNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+
+def _check_positive(key: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"model.{key}={value!r} must be a positive integer")
+    return value
+
+
+def _as_sequence(x: Tensor) -> Tensor:
+    """(B, C, L) -> (B, L, C): L steps of C features; (B, C, H, W) -> (B, H, C*W): H rows of pixels."""
+    if x.dim() == 3:
+        return x.transpose(1, 2)
+    return x.permute(0, 2, 1, 3).flatten(2)
+
+
+class GRU(nn.Module):
+    """A (bidirectional) GRU over the input read as a sequence: (C, L) as L steps of C features, (C, H, W)
+    as H rows of C*W pixels. The head reads every step's hidden state flattened (`readout: flatten`, the
+    MNIST-1D paper's baseline: hidden 6, bidirectional) or their mean (`readout: mean`)."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden_size: int = 6, num_layers: int = 1,
+                 bidirectional: bool = True, readout: str = "flatten"):
+        super().__init__()
+        if len(input_shape) not in (2, 3):
+            raise ConfigError(f"model=gru needs (C, L) or (C, H, W) inputs, got input shape {tuple(input_shape)}")
+        if readout not in ("flatten", "mean"):
+            raise ConfigError(f"model.readout={readout!r} is not known; valid: flatten, mean")
+        steps = input_shape[1]  # L, or H
+        features = input_shape[0] * (input_shape[2] if len(input_shape) == 3 else 1)  # C, or C*W
+        _check_positive("hidden_size", hidden_size)
+        _check_positive("num_layers", num_layers)
+        self.gru = nn.GRU(features, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional)
+        out = hidden_size * (2 if bidirectional else 1)
+        self.readout = readout
+        self.head = nn.Linear(out * steps if readout == "flatten" else out, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.gru(_as_sequence(x))  # (B, T, hidden * directions)
+        return self.head(h.flatten(1) if self.readout == "flatten" else h.mean(1))
+
+
+class Attention(nn.Module):
+    """A small Transformer encoder (pre-norm). Tokens are non-overlapping patches, linearly embedded:
+    `patch_size` x `patch_size` pixels of (C, H, W) images, `patch_size` positions of (C, L) sequences
+    (1 = a token per position). A learned position embedding is added; the head reads a class token
+    (`pool: cls`) or the mean of the tokens (`pool: mean`)."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, dim: int = 32, depth: int = 2,
+                 heads: int = 4, mlp_ratio: int = 2, patch_size: int = 4, pool: str = "cls", dropout: float = 0.0):
+        super().__init__()
+        if len(input_shape) not in (2, 3):
+            raise ConfigError(f"model=attention needs (C, L) or (C, H, W) inputs, got input shape {tuple(input_shape)}")
+        for key, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio),
+                           ("patch_size", patch_size)):
+            _check_positive(key, value)
+        if dim % heads:
+            raise ConfigError(f"model.dim={dim} must be divisible by model.heads={heads}")
+        if pool not in ("cls", "mean"):
+            raise ConfigError(f"model.pool={pool!r} is not known; valid: cls, mean")
+        _check_dropout(dropout)
+        spatial = list(input_shape[1:])
+        if any(s % patch_size for s in spatial):
+            raise ConfigError(f"model.patch_size={patch_size} must divide the input size {tuple(spatial)}")
+        conv = nn.Conv2d if len(spatial) == 2 else nn.Conv1d
+        self.embed = conv(input_shape[0], dim, patch_size, stride=patch_size)  # (B, dim, L/p) or (B, dim, H/p, W/p)
+        tokens = math.prod(s // patch_size for s in spatial)
+        self.pool = pool
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        self.pos = nn.Parameter(0.02 * torch.randn(1, tokens + (pool == "cls"), dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, mlp_ratio * dim, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)  # (B, tokens, dim)
+        if self.cls is not None:
+            t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
+        t = self.norm(self.encoder(t + self.pos))
+        return self.head(t[:, 0] if self.cls is not None else t.mean(1))
