@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install train test test-all tb bench clean
+.PHONY: install train test test-all tb bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,20 @@ tb: install           ## TensorBoard over every run and sweep
 bench: install        ## logitlab's trainer vs a hand-written loop, Lightning and Keras, side by side
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/run.py
+
+experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity  ## every study in experiments/ (~40 min)
+
+exp-zoo: install                   ## the MNIST-1D table and a cnn_nas search (~20 min)
+	PY=$(PY) bash experiments/mnist1d_zoo/run.sh
+
+exp-from-logits: install           ## softmax->log->NLL against logits->CrossEntropyLoss, fp32 and bf16 (~2 min)
+	$(PY) experiments/from_logits/run.py
+
+exp-softmax-vs-logistic: install   ## two-class softmax regression is logistic regression (seconds)
+	$(PY) experiments/softmax_vs_logistic/run.py
+
+exp-capacity: install              ## depth x width x activation grid against mlp_nas (~15 min)
+	PY=$(PY) bash experiments/capacity/run.sh
 
 clean:                ## remove run outputs (not the environment)
 	rm -rf outputs multirun lightning_logs .pytest_cache
