@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import CONF
 from logitlab import ConfigError
-from logitlab.models import MLP, CNN, SoftmaxRegression
+from logitlab.models import CNN, GRU, MLP, Attention, SoftmaxRegression
 
 MODEL_FILES = sorted((CONF / "model").glob("*.yaml"))
 SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -78,4 +78,17 @@ def test_invalid_mlp_values_fail_with_one_line(kwargs, key):
 def test_invalid_cnn_values_fail_with_one_line(kwargs):
     with pytest.raises(ConfigError) as err:
         CNN((1, 40), 10, **kwargs)
+    assert "model." in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (GRU, dict(hidden_size=0)),
+    (GRU, dict(readout="last")),
+    (Attention, dict(dim=30)),  # not divisible by 4 heads
+    (Attention, dict(patch_size=3)),  # does not divide 40
+    (Attention, dict(pool="max")),
+])
+def test_invalid_sequence_model_values_fail_with_one_line(cls, kwargs):
+    with pytest.raises(ConfigError) as err:
+        cls((1, 40), 10, **kwargs)
     assert "model." in str(err.value) and "\n" not in str(err.value)
