@@ -20,7 +20,9 @@ def compose_config(overrides=()):
     """The task config composed from conf/ as `logitlab.train` composes it (HydraConfig set, `hydra` removed)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["trainer.progress=false", *overrides], return_hydra_config=True)
+        # Figures cost a few seconds of matplotlib per run; the tests that check them turn them on.
+        cfg = compose("config", overrides=["trainer.progress=false", "trainer.figures=false", *overrides],
+                      return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]

@@ -21,7 +21,7 @@ from logitlab.train import train
 
 # Five epochs of a few hundred steps each: long enough to be hit by a signal mid-run.
 SLOW_RUN = ["model=mlp", "model.hidden=[64,64]", "model.dropout=0.1", "trainer.batch_size=4",
-            "trainer.epochs=5", "trainer.progress=false"]
+            "trainer.epochs=5", "trainer.progress=false", "trainer.figures=false"]
 
 
 def _start(run_dir, *extra):

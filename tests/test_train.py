@@ -29,7 +29,7 @@ def _hparams(run_dir) -> dict:
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     """The default experiment (softmax regression on digits), composed as the CLI composes it."""
-    cfg = compose_config(["optim.lr=0.01"])
+    cfg = compose_config(["optim.lr=0.01", "trainer.figures=true"])
     run_dir = tmp_path_factory.mktemp("default_run")
     return cfg, run_dir, train(cfg, run_dir)
 
@@ -58,6 +58,11 @@ def test_tensorboard_events_hold_every_epoch_and_the_hparams(default_run):
     assert hp["model"] == "linear" and hp["data"] == "digits" and hp["seed"] == 0
     assert hp["optim.lr"] == pytest.approx(0.01)  # an override lands as its own column
     assert not list(run_dir.glob("*/events.out.tfevents.*")), "HParams must not go to a sub-run"
+    tags = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload().Tags()
+    for prefix in ("test", "test_best"):  # the evaluation figures, for the final and the best weights
+        assert {f"{prefix}/confusion_matrix", f"{prefix}/reliability"} <= set(tags["images"])
+        assert f"{prefix}/max_prob" in tags["histograms"]
+    assert tags["graph"]
 
 
 def test_checkpoints_reload_into_a_fresh_model_with_identical_logits(default_run):

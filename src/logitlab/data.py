@@ -7,6 +7,7 @@ only in their seed are scored on the same examples. Inputs keep a channel axis: 
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,13 +68,13 @@ def _make_splits(name, x, y, test, val_n, split_seed, class_names) -> SplitData:
 
 def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """scikit-learn's 8x8 digits (1797 images), as (N, 1, 8, 8)."""
-    from sklearn.datasets import load_digits as sk_digits
-
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
-    bunch = sk_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(bunch.target, dtype=torch.long)
+    # The file sklearn.datasets.load_digits reads, read directly: importing scikit-learn costs ~1 s.
+    sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
+    raw = np.loadtxt(Path(sklearn_dir) / "datasets" / "data" / "digits.csv.gz", delimiter=",", dtype=np.float32)
+    x = torch.from_numpy(raw[:, :-1].reshape(-1, 1, 8, 8).copy())
+    y = torch.from_numpy(raw[:, -1].astype(np.int64))
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
     n_test = round(test_fraction * len(x))
     test_idx, rest = perm[:n_test], perm[n_test:]

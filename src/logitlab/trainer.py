@@ -106,7 +106,8 @@ class Trainer:
     def __init__(self, epochs: int = 30, batch_size: int = 64, label_smoothing: float = 0.0,
                  grad_clip: float | None = None, device: str = "auto", precision: str = "fp32",
                  compile: bool = False, deterministic: bool = False, progress: bool = True,
-                 objective: str = "val/acc", checkpoint_every_s: float = 0.0, histograms: bool = False):
+                 objective: str = "val/acc", checkpoint_every_s: float = 0.0, histograms: bool = False,
+                 figures: bool = True):
         for key, value in (("epochs", epochs), ("batch_size", batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"trainer.{key}={value!r} must be a positive integer")
@@ -121,7 +122,7 @@ class Trainer:
         self.device = pick_device(device)
         self.precision, self.compile, self.deterministic = precision, compile, deterministic
         self.progress, self.objective = progress, objective
-        self.checkpoint_every_s, self.histograms = checkpoint_every_s, histograms
+        self.checkpoint_every_s, self.histograms, self.figures = checkpoint_every_s, histograms, figures
         self._signal: int | None = None
 
     # ------------------------------------------------------------------ the run
@@ -165,6 +166,10 @@ class Trainer:
         writer = SummaryWriter(str(run_dir), purge_step=pos.epoch + 1 if pos.epoch else None)
         if not pos.epoch and not pos.step:
             _write_hparams(writer, hparams or {})
+            if self.figures:
+                from logitlab.reports import log_graph
+
+                log_graph(writer, model, data.train[0])
         step_model = torch.compile(model) if self.compile else model
         old_handlers = self._catch_signals()
         bar = _progress_bar(self.progress, self.epochs, pos.epoch)
@@ -365,7 +370,13 @@ class Trainer:
         current = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(best["model"])
         test_loss, test_acc = (t.item() for t in evaluate(model, *data.test, self._autocast()))
+        if self.figures:  # confusion matrix, reliability diagram, ... for the best and the final weights
+            from logitlab.reports import log_figures
+
+            log_figures(writer, model, *data.test, data.class_names, s["best"]["epoch"], "test_best")
         model.load_state_dict(current)  # leave the caller the final weights, as trained
+        if self.figures:
+            log_figures(writer, model, *data.test, data.class_names, self.epochs, "test")
         writer.add_scalar("test/loss", test_loss, self.epochs)
         writer.add_scalar("test/acc", test_acc, self.epochs)
         last = s["history"][-1]
@@ -399,8 +410,11 @@ class Trainer:
             self._signal = signum
 
         old = {}
+        # Under SLURM, submitit requeues a preempted job on its own USR2 handler and needs SIGTERM left
+        # alone; the requeued job resumes from the last epoch's checkpoint.
+        caught = [s for s in _SIGNALS if not (s == signal.SIGTERM and os.environ.get("SUBMITIT_EXECUTOR") == "slurm")]
         try:
-            for sig in _SIGNALS:
+            for sig in caught:
                 old[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread: leave signals to the caller
             pass

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from logitlab import ConfigError
 
@@ -44,12 +44,13 @@ def check_command_line(config_dir: Path, args: list[str]) -> None:
     keys = [o for o in parsed if not o.key_or_group.startswith("hydra") and "." in o.key_or_group
             or o.key_or_group in ("seed", "pruning")]
     groups = [line for o, line in zip(parsed, first) if o not in keys]
-    base = _compose(config_dir, groups)
-    full = _compose(config_dir, [*groups, *(f"++{line.lstrip('+~')}" for o, line in zip(parsed, first)
-                                            if o in keys and not o.is_delete())])
-    for o in keys:
-        if not o.is_delete():
+    base = _compose(config_dir, groups)  # composed once; the key overrides are applied here by hand
+    full = base.copy()
+    for o, line in zip(parsed, first):
+        if o in keys and not o.is_delete():
             _check_key(o.key_or_group, base, config_dir)
+            with open_dict(full):
+                OmegaConf.update(full, o.key_or_group, parser.parse_override(line).value(), force_add=True)
             _check_type(o.key_or_group, base, full)
     _check_values(full)
     _check_writable(full, multirun="-m" in args or "--multirun" in args)
