@@ -46,7 +46,7 @@ def data() -> SplitData:
 
 def _fit(model, data, run_dir, epochs=EPOCHS) -> tuple[dict, list[dict]]:
     history = []
-    final = Trainer(epochs=epochs, batch_size=BATCH, device="cpu", progress=False).fit(
+    final = Trainer(epochs=epochs, batch_size=BATCH, device="cpu", progress=False, figures=False).fit(
         model, data, functools.partial(torch.optim.Adam, lr=LR), run_dir,
         on_epoch_end=lambda epoch, metrics: history.append(metrics))
     return final, history

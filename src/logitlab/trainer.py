@@ -166,10 +166,6 @@ class Trainer:
         writer = SummaryWriter(str(run_dir), purge_step=pos.epoch + 1 if pos.epoch else None)
         if not pos.epoch and not pos.step:
             _write_hparams(writer, hparams or {})
-            if self.figures:
-                from logitlab.reports import log_graph
-
-                log_graph(writer, model, data.train[0])
         step_model = torch.compile(model) if self.compile else model
         old_handlers = self._catch_signals()
         bar = _progress_bar(self.progress, self.epochs, pos.epoch)
@@ -371,8 +367,9 @@ class Trainer:
         model.load_state_dict(best["model"])
         test_loss, test_acc = (t.item() for t in evaluate(model, *data.test, self._autocast()))
         if self.figures:  # confusion matrix, reliability diagram, ... for the best and the final weights
-            from logitlab.reports import log_figures
+            from logitlab.reports import log_figures, log_graph
 
+            log_graph(writer, model, data.train[0])
             log_figures(writer, model, *data.test, data.class_names, s["best"]["epoch"], "test_best")
         model.load_state_dict(current)  # leave the caller the final weights, as trained
         if self.figures:
