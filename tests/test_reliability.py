@@ -201,7 +201,7 @@ def test_misspelled_keys_fail_fast_naming_the_valid_key_and_make_no_run_dir(tmp_
     (["model=mlp", "model.hidden=[0]"], "model.hidden=[0] must be a non-empty list of positive integers"),
     (["model=resnet"], "model=resnet is not an option; valid: "),
     (["data=foo"], "data=foo is not an option; valid: cifar10, digits"),
-    (["data=mnist", "data.root=/nonexistent/mnist"], "put MNIST/raw/"),
+    (["data=mnist", "data.root=/dev/null/mnist"], "put MNIST/raw/"),
     (["hydra.run.dir=/etc/hostname/run"], "is not a directory"),
 ])
 def test_bad_values_fail_before_the_first_step_with_one_line(tmp_path, args, expected):

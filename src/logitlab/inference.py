@@ -165,6 +165,9 @@ def cli(command: Callable[..., None], options: dict[str, str | None], usage: str
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2 if isinstance(e, UsageError) else 1) from None
-    except BrokenPipeError:  # `out=- | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
-        raise SystemExit(0) from None
+    except OSError as e:  # out= in a missing or unwritable directory, a full disk
+        if isinstance(e, BrokenPipeError):  # `out=- | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            raise SystemExit(0) from None
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        raise SystemExit(1) from None

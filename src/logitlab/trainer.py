@@ -35,6 +35,7 @@ from logitlab import ConfigError, checkpoint
 from logitlab.data import SplitData
 
 EVAL_BATCH = 4096
+OBJECTIVES = ("val/acc", "val/loss", "test/acc", "test/loss", "train/acc", "train/loss")  # what a run can return
 _SIGNALS = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])
 
 
@@ -115,6 +116,8 @@ class Trainer:
             raise ConfigError(f"trainer.label_smoothing={label_smoothing} must be in [0, 1)")
         if grad_clip is not None and not grad_clip > 0:
             raise ConfigError(f"trainer.grad_clip={grad_clip} must be positive, or null for no clipping")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"trainer.objective={objective!r} is not a metric; valid: {', '.join(OBJECTIVES)}")
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"trainer.precision={precision!r} is not known; valid: fp32, bf16")
         self.epochs, self.batch_size = epochs, batch_size

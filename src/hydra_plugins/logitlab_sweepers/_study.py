@@ -20,7 +20,10 @@ from logitlab.pruning import open_storage
 from . import _jobs, _search_space, _summary
 from ._jobs import SweepError, log
 
-PRUNERS = {"median": "optuna.pruners.MedianPruner", "hyperband": "optuna.pruners.HyperbandPruner"}
+# The pruners known by name. `median` waits for 5 finished trials and never judges a trial in its first
+# 5 epochs: early epochs say little about where a run ends (pruning from epoch 1 cut most good trials).
+PRUNERS = {"median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 5},
+           "hyperband": {"_target_": "optuna.pruners.HyperbandPruner"}}
 
 
 def _override_value(value: Any) -> str:
@@ -63,7 +66,7 @@ def pruner_spec(pruner: Any) -> Optional[dict]:
         if pruner not in PRUNERS:
             raise SweepError(f"hydra.sweeper.pruner={pruner!r}; valid: null, median, hyperband, "
                              f"or {{_target_: optuna.pruners.NAME, ...}}")
-        pruner = {"_target_": PRUNERS[pruner]}
+        pruner = dict(PRUNERS[pruner])
     instantiate(pruner)
     return pruner
 
