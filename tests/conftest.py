@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# Generated datasets (MNIST-1D) go to a cache of the test session's own, never the user's home.
+os.environ.setdefault("LOGITLAB_DATA", tempfile.mkdtemp(prefix="logitlab-data-"))
 
 
 def compose_config(overrides=()):

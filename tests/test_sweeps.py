@@ -227,6 +227,9 @@ def test_user_errors_are_one_line(tmp_path):
                                 "grid, or {_target_: optuna.samplers.NAME, ...}")
     r = sweep("x=interval(0, 1)", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.strip().startswith("error: x=interval(0, 1): a grid cannot sweep")
+    r = sweep("hparams_search=mlp_nas", "trainer.objective=test/acc", f"hydra.sweep.dir={tmp_path / 'p'}",
+              app=TRAIN, cwd=tmp_path)  # test/ metrics exist only at the end: nothing to prune on
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: a pruner needs an objective reported every")
 
 
 # ---------------------------------------------------------------------------- logitlab.train itself

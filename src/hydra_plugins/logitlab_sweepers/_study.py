@@ -93,6 +93,9 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     space = _search_space.build(parser, sweeper.params, sweeper.layers, arguments)
     storage = sweeper.storage or str(sweep_dir / "optuna.journal")
     pruner = pruner_spec(sweeper.pruner)
+    if pruner and not str(sweeper.objective).startswith(("val/", "train/")):
+        raise SweepError(f"a pruner needs an objective reported every epoch (val/... or train/...), not "
+                         f"{sweeper.objective}; set hydra.sweeper.pruner=null or another objective")
     study = open_study(storage, sweeper.study_name, sweeper.direction, arguments)
     # A resumed study must not replay the first run's random draws: offset the seed.
     seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
