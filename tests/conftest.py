@@ -43,3 +43,17 @@ def run_cli(*args: str, module: str = "logitlab.train", timeout: float = 300, en
     """Run `python -m <module> args...` as a user would, capturing its output."""
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or ROOT, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One real training run (an MLP on digits, 3 epochs, trained in-process) shared by the predict,
+    evaluate, export and reports tests; its directory holds checkpoints/ and metrics.json as the CLI leaves them."""
+    import json
+
+    from logitlab.train import train
+
+    run_dir = tmp_path_factory.mktemp("mlp_digits")
+    metrics = train(compose_config(["model=mlp", "trainer.epochs=3"]), run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return run_dir

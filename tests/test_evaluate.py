@@ -10,7 +10,6 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix, precision_r
 
 from logitlab.evaluate import main
 from logitlab.reports import calibration, confusion_matrix, per_class
-from trained_run import trained_run  # noqa: F401  (fixture)
 
 
 def test_evaluate_agrees_with_the_training_run(trained_run, tmp_path, capsys):

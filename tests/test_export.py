@@ -8,7 +8,6 @@ import torch
 
 from logitlab.export import main
 from logitlab.inference import load_run, probabilities
-from trained_run import trained_run  # noqa: F401  (fixture)
 
 
 def test_torchscript_gives_the_same_probabilities(trained_run, tmp_path, capsys):

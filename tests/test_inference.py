@@ -9,7 +9,6 @@ import torch
 from logitlab import evaluate, export, predict
 from logitlab.checkpoint import CheckpointError, load as load_checkpoint
 from logitlab.inference import UsageError, load_run, parse_args
-from trained_run import trained_run  # noqa: F401  (fixture)
 
 
 class WritesAFile:

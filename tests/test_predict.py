@@ -12,7 +12,6 @@ from PIL import Image
 from logitlab.inference import load_run, logits, probabilities, softmax
 from logitlab.models import SoftmaxRegression
 from logitlab.predict import main, normalise_pixels
-from trained_run import trained_run  # noqa: F401  (fixture)
 
 
 def read_csv(path):

@@ -11,7 +11,6 @@ from torch.utils.tensorboard import SummaryWriter
 from logitlab.inference import load_run
 from logitlab.models import CNN
 from logitlab.reports import log_figures, log_graph, plot_misclassified
-from trained_run import trained_run  # noqa: F401  (fixture)
 
 
 def read_events(log_dir) -> EventAccumulator:

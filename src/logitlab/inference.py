@@ -20,9 +20,9 @@ from logitlab import ConfigError
 from logitlab.checkpoint import CheckpointError, load as load_checkpoint
 from logitlab.data import SplitData
 from logitlab.train import build
+from logitlab.trainer import EVAL_BATCH
 
 CHECKPOINTS = ("best", "last")
-BATCH = 4096  # examples per forward pass: bounds memory on large splits
 
 
 class UsageError(ConfigError):
@@ -108,7 +108,7 @@ def logits(model: nn.Module, x: Tensor) -> Tensor:
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i:i + BATCH]).float() for i in range(0, len(x), BATCH)])
+        return torch.cat([model(x[i:i + EVAL_BATCH]).float() for i in range(0, len(x), EVAL_BATCH)])
     finally:
         model.train(was_training)
 
