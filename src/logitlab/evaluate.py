@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from logitlab import reports
-from logitlab.inference import as_int, checkpoint_path, cli, load_run, logits, run_dir_of, softmax
+from logitlab.cli import as_int, cli
+from logitlab.runs import checkpoint_path, load_run, run_dir_of
+from logitlab.scoring import logits, softmax
 
 OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "bins": "15", "out": ""}
 

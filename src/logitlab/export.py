@@ -20,7 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from logitlab import ConfigError
-from logitlab.inference import UsageError, checkpoint_path, cli, load_run, run_dir_of, softmax
+from logitlab.cli import UsageError, cli
+from logitlab.runs import checkpoint_path, load_run, run_dir_of
+from logitlab.scoring import softmax
 
 OPTIONS = {"run": None, "checkpoint": "best", "format": "onnx", "out": ""}
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}

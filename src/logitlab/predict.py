@@ -29,7 +29,9 @@ from torch import Tensor
 
 from logitlab import ConfigError
 from logitlab.data import SplitData
-from logitlab.inference import UsageError, as_int, checkpoint_path, cli, load_run, probabilities, run_dir_of
+from logitlab.cli import UsageError, as_int, cli
+from logitlab.runs import checkpoint_path, load_run, run_dir_of
+from logitlab.scoring import probabilities
 
 OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "input": "", "out": "", "top_k": "3"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

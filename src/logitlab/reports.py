@@ -1,21 +1,15 @@
 """Where a classifier is wrong and whether its confidence can be trusted: the confusion matrix, per-class
 precision / recall / F1, the expected calibration error (ECE) with its reliability diagram, and a grid of
-misclassified images. `logitlab.evaluate` writes them to files; `log_figures` and `log_graph` put them in
-TensorBoard during training.
+misclassified images. `logitlab.evaluate` writes them to files; tensorboard_log puts them in TensorBoard.
 
 Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas, never through pyplot, so drawing one
 changes no global backend; matplotlib is imported only when a figure is drawn.
 """
 from __future__ import annotations
 
-import sys
-import warnings
-
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-from logitlab.inference import probabilities
+from torch import Tensor
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -132,49 +126,3 @@ def plot_misclassified(x: Tensor, y: Tensor, probs: Tensor, class_names: list[st
         ax.axis("off")
     fig.suptitle("most confident mistakes: true -> predicted (probability)", fontsize=9)
     return fig
-
-
-# ---------------------------------------------------------------------------------------- TensorBoard
-@torch.no_grad()
-def log_figures(writer, model: nn.Module, x: Tensor, y: Tensor, class_names: list[str], step: int,
-                prefix: str) -> None:
-    """How `model` does on (x, y), under `prefix/`: confusion_matrix and reliability images, class_acc/<name>
-    and ece scalars, max_prob (and max_prob_wrong) histograms of the max softmax probability,
-    weights/<parameter> histograms, and for image data (x of shape (N, C, H, W)) a misclassified grid."""
-    probs = probabilities(model, x).cpu()
-    y = y.cpu()
-    conf, pred = probs.max(dim=1)
-    cm = confusion_matrix(y, pred, len(class_names))
-    cal = calibration(probs, y)
-    writer.add_image(f"{prefix}/confusion_matrix", to_image(plot_confusion_matrix(cm, class_names)), step,
-                     dataformats="HWC")
-    writer.add_image(f"{prefix}/reliability", to_image(plot_reliability(cal)), step, dataformats="HWC")
-    writer.add_scalar(f"{prefix}/ece", cal["ece"], step)
-    for name, recall in zip(class_names, per_class(cm)["recall"].tolist()):
-        writer.add_scalar(f"{prefix}/class_acc/{name}", recall, step)
-    writer.add_histogram(f"{prefix}/max_prob", conf, step, bins=np.linspace(0, 1, 21))
-    if (pred != y).any():
-        writer.add_histogram(f"{prefix}/max_prob_wrong", conf[pred != y], step, bins=np.linspace(0, 1, 21))
-    for name, p in model.named_parameters():
-        writer.add_histogram(f"{prefix}/weights/{name}", p.detach().float().cpu(), step)
-    if x.dim() == 4:
-        grid = plot_misclassified(x.cpu(), y, probs, class_names)
-        if grid is not None:
-            writer.add_image(f"{prefix}/misclassified", to_image(grid), step, dataformats="HWC")
-    writer.flush()
-
-
-def log_graph(writer, model: nn.Module, example_x: Tensor) -> None:
-    """The model's graph for TensorBoard's Graphs tab, traced in eval mode on two examples. A model that
-    cannot be traced costs the graph, not the run."""
-    was_training = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # add_graph traces with torch.jit, which warns it is deprecated
-            writer.add_graph(model, example_x[:2])
-    except (RuntimeError, TypeError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"warning: no model graph in TensorBoard ({reason})", file=sys.stderr)
-    finally:
-        model.train(was_training)

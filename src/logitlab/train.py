@@ -1,13 +1,15 @@
 """`python -m logitlab.train [overrides]` (or `logitlab-train`): compose the config, build data, model,
-optimizer and trainer from it, train, and leave everything in the run directory:
+optimizer and trainer from it, train, score the test split, and leave everything in the run directory:
 
   .hydra/            the composed config and the overrides
-  metrics.json       final metrics (test/acc, test/loss, best val/acc, epochs, train_seconds, params)
-  checkpoints/       last.pt (every epoch) and best.pt (by val/acc)
-  events.out.tfevents.*   TensorBoard scalars and the HParams entry
+  metrics.json       final metrics (test/acc, test/loss, the best epoch's val/acc and val/loss, epochs, ...)
+  checkpoints/       last.pt (every epoch) and best.pt (the best epoch by trainer.objective)
+  events.out.tfevents.*   TensorBoard scalars, the HParams entry, and test/ scores and figures of best.pt
 
-Rerunning the same command with the same run directory (`hydra.run.dir=...`) resumes an unfinished run
-and returns a finished one's result without training again.
+Before Hydra makes a directory, logitlab.check builds every component the command names (every value of
+every swept key too), so a bad value costs a second and one line, not a run. Rerunning the command a
+stopped run printed continues it; a finished run returns its result; a different config is refused.
+Nothing imports this module: it is the top floor.
 """
 from __future__ import annotations
 
@@ -23,53 +25,78 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from logitlab import ConfigError
+from logitlab import ConfigError, build, hooks, rundir
 
 log = logging.getLogger("logitlab")
+GROUPS = ("data", "model", "optim", "schedule")  # the config groups that say what a run is
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: a wheel install has it too
 
 
-def build(node, **kwargs):
-    """`instantiate`, with a component's own ConfigError surfacing as itself (one line), not wrapped."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def run(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
     try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
+        finished = _finished_result(run_dir, config)
+        if finished is not None:
+            return finished
+        _write_json(run_dir / "versions.json", _versions())
+        metrics = train(cfg, config, run_dir)
+    except BaseException as e:  # the command that continues this run travels with whatever stopped it
+        if not hasattr(e, "resume_at"):
+            e.resume_at = ("hydra.run.dir", run_dir)
         raise
+    _write_json(run_dir / "metrics.json", metrics)
+    objective = metrics["objective"]
+    log.info(f"test/acc {metrics['test/acc']:.4f}  test/loss {metrics['test/loss']:.4f}  "
+             f"{objective} {metrics[objective]:.4f} (best epoch {metrics['best_epoch']})  "
+             f"{metrics['train_seconds']:.1f}s  {run_dir}")
+    return metrics[objective]
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Build every component from `cfg` and fit."""
-    import torch
+def train(cfg: DictConfig, config: dict, run_dir: Path) -> dict:
+    """Build every component from `cfg`, fit, then score best.pt on the test split."""
+    from logitlab import evaluation
+    from logitlab.tensorboard_log import RunBoard
 
-    torch.manual_seed(cfg.seed)  # before the model is built: the seed fixes the initial weights
-    trainer = build(cfg.trainer)
-    data = build(cfg.data)
-    model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
-    on_epoch_end = None
-    if cfg.get("pruning"):
-        from logitlab.pruning import epoch_reporter
+    parts = build.run(cfg)
+    board = RunBoard(run_dir, hparams(cfg))
+    try:
+        record = parts.trainer.fit(parts.model, parts.data, parts.optimizer, run_dir, schedule=parts.schedule,
+                                   seed=cfg.seed, config=config, board=board, on_epoch_end=(hooks.epoch_ended,))
+        return evaluation.final_metrics(parts.model, parts.data, run_dir, record, parts.objective, board,
+                                        figures=cfg.trainer.get("figures", True))
+    finally:
+        board.close()
 
-        on_epoch_end = epoch_reporter(**cfg.pruning)
-    return trainer.fit(
-        model, data, build(cfg.optim), run_dir,
-        schedule=build(cfg.schedule) if cfg.get("schedule") else None,
-        seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
-        hparams=hparams(cfg), on_epoch_end=on_epoch_end,
-    )
+
+def _finished_result(run_dir: Path, config: dict) -> float | None:
+    """A finished run's stored objective, if it was made by this config and is not asked for more epochs."""
+    if not rundir.is_finished(run_dir):
+        return None
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    from logitlab import checkpoint
+
+    saved = checkpoint.load(run_dir / "checkpoints" / "last.pt").get("config") or {}
+    changed = rundir.changed_keys(saved, config)
+    if changed:
+        raise ConfigError(f"{run_dir} holds a finished run of another config ({rundir.describe(changed)}); "
+                          f"rerun with its values, or give another run directory")
+    if metrics.get("epochs", 0) < config["trainer"]["epochs"]:
+        return None  # asked to train longer: fit resumes from last.pt
+    objective = metrics.get("objective", config["trainer"]["objective"])
+    log.info(f"{run_dir} has finished already: {objective} {metrics[objective]:.4f}")
+    return metrics[objective]
 
 
 def hparams(cfg: DictConfig) -> dict:
     """What distinguishes this run: its config group choices, seed, and every override it was given."""
     hc = HydraConfig.get()
-    values = {group: hc.runtime.choices.get(group) or "none" for group in ("data", "model", "optim", "schedule")}
+    values = {group: hc.runtime.choices.get(group) or "none" for group in GROUPS}
     values["seed"] = cfg.seed
     for override in hc.overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key in values or key.startswith(("hydra.", "pruning")) or "=" not in override:
+        if key in values or key.startswith("hydra.") or "=" not in override:
             continue
         value = OmegaConf.select(cfg, key, default=override.split("=", 1)[1])
         values[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
@@ -96,53 +123,43 @@ def _versions() -> dict:
             "git_revision": rev or None}
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
-def run(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        log.info(f"{run_dir} has finished already: {cfg.trainer.objective} {metrics[cfg.trainer.objective]:.4f}")
-        return metrics[cfg.trainer.objective]
-
-    from logitlab.trainer import Interrupted
-
-    try:
-        _write_json(run_dir / "versions.json", _versions())
-        metrics = train(cfg, run_dir)
-    except (ConfigError, Interrupted) as e:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the sweeper records the job as failed and goes on
-        print(f"error: {e}" if isinstance(e, ConfigError) else str(e), file=sys.stderr)
-        sys.exit(128 + e.signum if isinstance(e, Interrupted) else 1)
-    _write_json(metrics_path, metrics)
-    log.info(f"test/acc {metrics['test/acc']:.4f}  test/loss {metrics['test/loss']:.4f}  "
-             f"best val/acc {metrics['val/acc']:.4f} (epoch {metrics['best_epoch']})  "
-             f"{metrics['train_seconds']:.1f}s  {run_dir}")
-    return metrics[cfg.trainer.objective]
-
-
 def main() -> None:
-    """The console entry: check the command line first (no run directory for a typo), then run."""
+    """The console entry. Hydra hands every error back (HYDRA_FULL_ERROR) so that a user's error is one
+    line here, a stopped run says the command that continues it, and only a bug shows a traceback."""
+    from hydra.errors import HydraException
+
+    from logitlab import check
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     args = sys.argv[1:]
-    if not any(a.startswith(("--help", "-h", "--cfg", "--info", "--hydra-help", "--shell")) for a in args):
-        from logitlab.validate import check_command_line
-
-        try:
-            check_command_line(CONFIG_DIR, args)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    from logitlab.trainer import Interrupted
-
     try:
         run()
-    except Interrupted as e:  # in a sweep: the finished jobs are kept, this one has its checkpoint
-        print(e, file=sys.stderr)
-        sys.exit(128 + e.signum)
+    except ConfigError as e:
+        _exit(f"error: {e}", 1)
+    except HydraException as e:
+        message, status = check.explain(e, args, CONFIG_DIR)
+        _exit(f"error: {message}", status)
+    except BaseException as e:
+        from logitlab.trainer import Interrupted
+
+        if not isinstance(e, (KeyboardInterrupt, Interrupted)):
+            raise  # a bug (or an exit already decided): the traceback is for us
+        _stopped(e, args)
+
+
+def _stopped(e: BaseException, args: list[str]) -> None:
+    """A signal or Ctrl-C: every finished result is on disk and the checkpoint is written; say how to go on."""
+    signum = getattr(e, "signum", 2)
+    reason = str(e) or "interrupted"
+    resume_at = getattr(e, "resume_at", None)
+    if resume_at is not None:
+        reason += f"; resume with: {rundir.command(args, *resume_at)}"
+    _exit(reason, 128 + signum)
+
+
+def _exit(message: str, status: int) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
 
 from . import _jobs, _summary
 
 
-def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: Path) -> list[_jobs.Job]:
+def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: Path) -> list[list[JobReturn]]:
+    """Run every job; returns the batches of JobReturn as launched (Hydra's BasicSweeper's return)."""
     if sweeper.layers:
         raise _jobs.SweepError("hydra.sweeper.layers needs an Optuna sampler (hydra.sweeper.sampler=tpe); "
                                "a grid takes list values instead, e.g. 'model.hidden=[64],[64,32]'")
@@ -28,11 +30,13 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
     gpus = _jobs.gpus_to_pin(sweeper.config)
 
     jobs: list[_jobs.Job] = []
+    returns: list[list[JobReturn]] = []
     stopped = None
-    with _summary.kept_on_stop(lambda: jobs, sweep_dir / "summary.csv", sweeper.objective):
+    with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
         for k, batch in enumerate(batches):
             sweeper.validate_batch_is_legal(batch)
             results = sweeper.launcher.launch(sweeper.pinned(batch, sweep_dir, gpus), initial_job_idx=len(jobs))
+            returns.append(list(results))
             for ret, job_overrides in zip(results, batch):
                 varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
                 params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
@@ -44,5 +48,5 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
             if sweeper.max_failures is not None and failed > sweeper.max_failures and k + 1 < len(batches):
                 stopped = f"stopped after {failed} failures (max_failures={sweeper.max_failures})"
                 break
-    _summary.finish(jobs, sweep_dir, sweeper.objective, sweeper.direction, sweeper.top, stopped)
-    return jobs
+    _summary.finish(sweeper, jobs, sweep_dir, stopped)
+    return returns

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,18 +25,8 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 class SweepError(CompactHydraException):
-    """A user's error or a sweep that did not go through: one line, no traceback, exit status 1."""
-
-
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    """End the command on a SweepError as logitlab's own errors do: `error: ...` and status 1 (Hydra
-    would add a line about HYDRA_FULL_ERROR)."""
-    try:
-        yield
-    except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    """A user's error or a sweep that did not go through (a job failed): one line, no traceback. An
+    exception, as Hydra's own sweepers raise a failed job's, so code that calls Hydra can catch it."""
 
 
 def quote(text: str) -> str:
@@ -78,9 +67,13 @@ class Task:
 
     def __init__(self, task_function: Callable[[DictConfig], Any]):
         self.task_function = task_function
+        # Set by a pruned study before it launches: {storage, study_name, objective, pruner}. The
+        # launcher sends this object to the job's process, so the job needs nothing from the sweeper's.
+        self.link: dict | None = None
 
     def __call__(self, cfg: DictConfig) -> Any:
-        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        hc = HydraConfig.get()
+        job_dir = Path(hc.runtime.output_dir)
         started = time.perf_counter()
 
         def record(status: str, error: str | None = None) -> None:
@@ -89,7 +82,8 @@ class Task:
             (job_dir / "job.json").write_text(json.dumps(ending, indent=2) + "\n")
 
         try:
-            value = self.task_function(cfg)
+            with _pruning_hook(self.link, int(hc.job.num)):
+                value = self.task_function(cfg)
         except BaseException as e:
             state, error = job_state(e), f"{type(e).__name__}: {e}"
             record(state, error)
@@ -106,6 +100,20 @@ class Task:
             raise ValueError(f"the objective is {value}")
         record("COMPLETE")
         return value
+
+
+@contextmanager
+def _pruning_hook(link: dict | None, trial_number: int) -> Iterator[None]:
+    """For a trial of a pruned study: report the app's epochs (logitlab.hooks) to the trial."""
+    if link is None:
+        yield
+        return
+    from logitlab import hooks
+
+    from ._pruning import epoch_reporter
+
+    with hooks.listening(epoch_reporter(trial_number=trial_number, **link)):
+        yield
 
 
 @dataclass

@@ -12,30 +12,13 @@ from typing import Any, Optional
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
 from optuna.trial import TrialState
 
-from logitlab.pruning import open_storage
-
 from . import _jobs, _search_space, _summary
+from ._pruning import make_pruner, open_storage, pruner_spec, storage_of
 from ._jobs import SweepError, log
-
-# The pruners known by name. `median` waits for 5 finished trials and never judges a trial in its first
-# 5 epochs: early epochs say little about where a run ends (pruning from epoch 1 cut most good trials).
-PRUNERS = {"median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 5},
-           "hyperband": {"_target_": "optuna.pruners.HyperbandPruner"}}
-
-
-def _override_value(value: Any) -> str:
-    """`value` in Hydra's override grammar."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return _jobs.quote(value)
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return repr(value)
-
 
 class _GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler calls study.stop() after the last grid point, which only works inside
@@ -58,45 +41,47 @@ def make_sampler(name: Any, space: _search_space.SearchSpace, seed: Optional[int
                      f"or {{_target_: optuna.samplers.NAME, ...}}")
 
 
-def pruner_spec(pruner: Any) -> Optional[dict]:
-    """The pruner as a {_target_: ...} mapping: checked here, built again inside every job."""
-    if pruner in (None, "none"):
-        return None
-    if isinstance(pruner, str):
-        if pruner not in PRUNERS:
-            raise SweepError(f"hydra.sweeper.pruner={pruner!r}; valid: null, median, hyperband, "
-                             f"or {{_target_: optuna.pruners.NAME, ...}}")
-        pruner = dict(PRUNERS[pruner])
-    instantiate(pruner)
-    return pruner
+def open_study(storage: str, name: str, direction: str, spec: dict) -> optuna.Study:
+    """Create the study, or load it to resume if it was started with the same sampler, pruner, search
+    space and objective; anything else is refused, naming what changed."""
+    from logitlab import rundir
 
-
-def open_study(storage: str, name: str, direction: str, arguments: list[str]) -> optuna.Study:
-    """Create the study, or load it to resume, if it was started by the same command line."""
     study = optuna.create_study(storage=open_storage(storage), study_name=name, direction=direction,
                                 load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise SweepError(f"study {name!r} in {storage} has direction={study.direction.name.lower()}; "
                          f"rerun with it, or use another hydra.sweep.dir")
-    started_with = study.user_attrs.get("arguments")
+    started_with = study.user_attrs.get("spec")
     if started_with is None:
-        study.set_user_attr("arguments", sorted(arguments))
-    elif started_with != sorted(arguments):
-        raise SweepError(f"study {name!r} in {storage} was started with the arguments "
-                         f"{' '.join(started_with)!r}, not {' '.join(sorted(arguments))!r}; "
-                         f"rerun with those, or use another hydra.sweep.dir")
+        study.set_user_attr("spec", spec)
+    else:
+        changed = rundir.changed_keys(started_with, spec, allowed=())
+        if changed:
+            raise SweepError(f"study {name!r} in {storage} was started with another search "
+                             f"({rundir.describe(changed)}); rerun with those, or use another hydra.sweep.dir")
     return study
 
 
-def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: Path) -> optuna.Study:
+def study_spec(sweeper, space: _search_space.SearchSpace, pruner: Optional[dict]) -> dict:
+    """What makes a study this study: sampler, pruner, the search space and fixed values, the objective."""
+    return {"sampler": sweeper.sampler, "pruner": pruner, "objective": sweeper.objective,
+            "space": {p.name: repr(p.distribution) for p in space.params},
+            "layers": {layers.key: [repr(layers.depth.distribution), repr(layers.width.distribution)]
+                       for layers in space.layers},
+            "fixed": sorted(space.fixed)}
+
+
+def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: Path) -> list[list[JobReturn]]:
+    """Run the study to n_trials trials in all; returns the batches of JobReturn as launched."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what its INFO lines would
     space = _search_space.build(parser, sweeper.params, sweeper.layers, arguments)
-    storage = sweeper.storage or str(sweep_dir / "optuna.journal")
+    storage = storage_of(sweeper.storage, sweep_dir)
     pruner = pruner_spec(sweeper.pruner)
     if pruner and not str(sweeper.objective).startswith(("val/", "train/")):
         raise SweepError(f"a pruner needs an objective reported every epoch (val/... or train/...), not "
                          f"{sweeper.objective}; set hydra.sweeper.pruner=null or another objective")
-    study = open_study(storage, sweeper.study_name, sweeper.direction, arguments)
+    make_pruner(pruner)  # a pruner that cannot be built fails here, not in every job
+    study = open_study(storage, sweeper.study_name, sweeper.direction, study_spec(sweeper, space, pruner))
     # A resumed study must not replay the first run's random draws: offset the seed.
     seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
     study.sampler = make_sampler(sweeper.sampler, space, seed)
@@ -110,22 +95,24 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
                  f"finished, {len(stale)} to run again")
     else:
         log.info(f"study {sweeper.study_name!r} in {storage}: {n_trials} trials, {n_jobs} at a time")
-    link = pruner and dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
-                           pruner=pruner)
+    if pruner:  # each job reports its epochs to its trial (the trial is the job: numbered alike)
+        sweeper.task.link = dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
+                                 pruner=pruner)
     gpus = _jobs.gpus_to_pin(sweeper.config)
-    failures, stopped, first = 0, None, True
-    with _summary.kept_on_stop(lambda: _all_jobs(study), sweep_dir / "summary.csv", sweeper.objective):
+    failures, stopped, first, returns = 0, None, True, []
+    with _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir):
         while True:
             batch, stale = stale[:n_jobs], stale[n_jobs:]
             if not batch:
                 batch = [_ask(study, space) for _ in range(min(n_jobs, n_trials - len(study.trials)))]
             if not batch:
                 break
-            overrides = [_job_overrides(space, trial, link) for trial in batch]
+            overrides = [space.fixed + trial.user_attrs["overrides"] for trial in batch]
             if first:  # trials differ in values only: if the first batch composes, all do
                 _validate(sweeper, study, batch, overrides)
                 first = False
             results = _launch(sweeper, batch, sweeper.pinned(overrides, sweep_dir, gpus))
+            returns.append(results)
             if gpus:
                 _jobs.fresh_workers()
             for trial, ret in zip(batch, results):
@@ -136,8 +123,8 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
             if sweeper.max_failures is not None and failures > sweeper.max_failures:
                 stopped = f"stopped after {failures} failures (max_failures={sweeper.max_failures})"
                 break
-    _summary.finish(_all_jobs(study), sweep_dir, sweeper.objective, sweeper.direction, sweeper.top, stopped)
-    return study
+    _summary.finish(sweeper, _all_jobs(study), sweep_dir, stopped)
+    return returns
 
 
 def _validate(sweeper, study: optuna.Study, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
@@ -161,14 +148,6 @@ def _stale_trials(study: optuna.Study) -> list[optuna.Trial]:
             trial.set_user_attr("error", "never launched: the sweep stopped while sampling it")
             study.tell(trial, state=TrialState.FAIL)
     return stale
-
-
-def _job_overrides(space: _search_space.SearchSpace, trial: optuna.Trial, link: Optional[dict]) -> list[str]:
-    """The trial's overrides, plus its link to the study for per-epoch reports if a pruner is set."""
-    overrides = space.fixed + trial.user_attrs["overrides"]
-    if link:
-        overrides.append(f"pruning={_override_value({**link, 'trial_number': trial.number})}")
-    return overrides
 
 
 def _ask(study: optuna.Study, space: _search_space.SearchSpace) -> optuna.Trial:

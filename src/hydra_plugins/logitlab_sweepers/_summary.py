@@ -16,11 +16,6 @@ from ._jobs import Job, SweepError
 
 log = logging.getLogger("logitlab.sweep")
 
-# `# @package _global_` presets: the values they set are in the job's config already, and an experiment
-# preset cannot pick another experiment.
-PRESET_GROUPS = ("experiment", "hparams_search")
-
-
 def metrics_of(job: Job) -> dict:
     """The job's final metrics (<job dir>/metrics.json), numbers and strings only."""
     path = Path(job.job_dir or "") / "metrics.json"
@@ -83,7 +78,21 @@ def _fmt(value, spec: str = ".4f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
-def write_best(job: Job, path: Path, objective: str, direction: str) -> bool:
+def _global_groups(choices: dict, loader) -> set[str]:
+    """Groups whose chosen option is a `# @package _global_` preset: the values it set are in the job's
+    config already, and a preset cannot pick another one."""
+    found = set()
+    for group, option in choices.items():
+        try:
+            loaded = loader.repository.load_config(f"{group}/{option}") if option else None
+        except Exception:  # a group the loader cannot read back: keep it as an ordinary choice
+            loaded = None
+        if loaded is not None and loaded.header.get("package") == "_global_":
+            found.add(group)
+    return found
+
+
+def write_best(job: Job, path: Path, objective: str, direction: str, loader) -> bool:
     """best.yaml: the best job's config group choices as `override`s plus every value of its config,
     so applied as an experiment preset it reproduces that job exactly. False if the job's .hydra/ is
     missing (hydra.output_subdir=null)."""
@@ -92,10 +101,9 @@ def write_best(job: Job, path: Path, objective: str, direction: str) -> bool:
         return False
     cfg = OmegaConf.load(saved / "config.yaml")
     choices = OmegaConf.load(saved / "hydra.yaml").hydra.runtime.choices
+    presets = _global_groups(choices, loader)
     defaults = [{f"override /{group}": option} for group, option in choices.items()
-                if not group.startswith("hydra/") and group not in PRESET_GROUPS]
-    if "pruning" in cfg:  # the trial's link to its study, not part of the experiment
-        cfg.pruning = None
+                if not group.startswith("hydra/") and group not in presets and option is not None]
     preset = OmegaConf.create({"defaults": [*defaults, "_self_"]})
     preset.merge_with(cfg)
     header = [
@@ -103,22 +111,23 @@ def write_best(job: Job, path: Path, objective: str, direction: str) -> bool:
         f"# The best job of the sweep in {path.parent}: #{job.number}, "
         f"{objective} = {job.value:.6g} ({direction}).",
         f"# Its overrides: {' '.join(job.overrides) or '(none)'}",
-        "# As an experiment: copy this file to conf/experiment/NAME.yaml and run with experiment=NAME.",
+        "# As an experiment: copy this file to <config dir>/experiment/NAME.yaml and run with experiment=NAME.",
         f"# The job's own config: --config-path {saved} --config-name config",
     ]
     path.write_text("\n".join(header) + "\n" + OmegaConf.to_yaml(preset))
     return True
 
 
-def finish(jobs: Sequence[Job], sweep_dir: Path, objective: str, direction: str, top: int = 5,
-           stopped: str | None = None) -> None:
+def finish(sweeper, jobs: Sequence[Job], sweep_dir: Path, stopped: str | None = None) -> None:
     """Write summary.csv and best.yaml and log the best jobs; then, if any job failed or the sweep
-    `stopped` early, end the command with a one-line SweepError naming the failed jobs."""
+    `stopped` early, raise a one-line SweepError naming the failed jobs."""
+    objective, direction = sweeper.objective, sweeper.direction
     summary = sweep_dir / "summary.csv"
     write_csv(jobs, summary, objective)
-    log.info(best_table(jobs, objective, direction, top))
+    log.info(best_table(jobs, objective, direction, sweeper.top))
     best = ranked(jobs, direction)
-    if best and write_best(best[0], sweep_dir / "best.yaml", objective, direction):
+    if best and write_best(best[0], sweep_dir / "best.yaml", objective, direction,
+                           sweeper.hydra_context.config_loader):
         log.info(f"summary: {summary}  best job as a preset: {sweep_dir / 'best.yaml'}")
     else:
         log.info(f"summary: {summary}")
@@ -133,13 +142,28 @@ def finish(jobs: Sequence[Job], sweep_dir: Path, objective: str, direction: str,
 
 
 @contextmanager
-def kept_on_stop(jobs: Callable[[], Sequence[Job]], path: Path, objective: str) -> Iterator[None]:
-    """Ctrl-C, or logitlab's Interrupted after a signal, stops the sweep: write the summary of what
-    finished and say how to go on."""
+def kept_on_stop(sweeper, jobs: Callable[[], Sequence[Job]], sweep_dir: Path) -> Iterator[None]:
+    """Ctrl-C, or logitlab's Interrupted after a signal, stops the sweep: stop the launcher's workers,
+    write the summary of what finished, and let the error carry the directory that continues the sweep
+    (the entry point prints the whole command)."""
     try:
         yield
     except BaseException as e:
-        write_csv(jobs(), path, objective)
         if not isinstance(e, Exception):
-            log.error(f"the sweep stopped ({type(e).__name__}); rerun the same command to continue it")
+            stop_workers(sweeper.config)
+            e.resume_at = ("hydra.sweep.dir", sweep_dir)
+            log.error(f"the sweep stopped ({type(e).__name__}); every finished job is kept in {sweep_dir}")
+        write_csv(jobs(), sweep_dir / "summary.csv", sweeper.objective)
         raise
+
+
+def stop_workers(config) -> None:
+    """End joblib's worker processes now: left running they would hold the CPU, and their semaphores leak."""
+    if "joblib" not in str(config.hydra.launcher.get("_target_", "")):
+        return
+    try:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    except Exception:  # already gone
+        pass

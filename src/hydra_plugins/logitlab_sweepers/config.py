@@ -38,18 +38,19 @@ class SweeperConf:
     # launches all its jobs at once unless max_failures is set.
     n_jobs: Optional[int] = None
     # Optuna only. null | median | hyperband | {_target_: optuna.pruners.NAME, ...}. Each job reports
-    # `objective` after every epoch through its config key `pruning` (see logitlab.pruning).
+    # `objective` after every epoch to its trial (see _pruning.py).
     pruner: Any = None
     seed: Optional[int] = None  # Optuna only: the sampler's seed
     study_name: str = "${hydra.job.name}"
-    # Optuna only. null: Optuna's journal file <sweep dir>/optuna.journal (safe for parallel jobs, also
-    # on NFS); or a database URL such as sqlite:////abs/path/study.db
+    # Optuna only. null: Optuna's journal file <sweep dir>/optuna.journal (parallel jobs on one host);
+    # or a database URL such as postgresql://user@host/db or sqlite:////abs/path/study.db
     storage: Optional[str] = None
     # Launch no more jobs once more than this many failed in this run (0: stop at the first).
     max_failures: Optional[int] = None
     # What each job returns (and reports per epoch for pruning), and which end of it is best.
     objective: str = "${oc.select:trainer.objective,value}"
-    direction: str = "maximize"  # or minimize
+    # null: the objective's own (*/acc maximize, */loss minimize); one that contradicts it is refused.
+    direction: Optional[str] = None
     top: int = 5  # rows in the printed table of the best jobs
 
 

@@ -1,6 +1,8 @@
 """logitlab's Hydra sweeper: a grid that goes on when a job fails, or an Optuna study (ask-and-tell,
 conditional spaces, pruning, resume), chosen by `sampler`. Either way the multirun ends with
-<sweep dir>/summary.csv, a table of the best jobs and best.yaml, and exits non-zero if a job failed.
+<sweep dir>/summary.csv, a table of the best jobs and best.yaml. Like Hydra's own sweepers, `sweep()`
+returns a list of batches of JobReturn, and a failed job surfaces as an exception (SweepError, after
+every other job has run and the summary is written).
 
 Optuna and the heavy lifting are imported only when a sweep runs (Hydra imports this module on every
 start to discover plugins)."""
@@ -17,6 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import _jobs
 
+# What a rerun in the same sweep directory must keep, so that its jobs and trials stay the same ones.
+_SAME_SWEEP = ("sampler", "pruner", "params", "layers", "objective", "direction", "study_name", "storage")
+
 
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
@@ -25,7 +30,7 @@ def _plain(value: Any) -> Any:
 class LogitlabSweeper(Sweeper):
     def __init__(self, sampler: Any, params: Any, layers: Any, n_trials: int, n_jobs: Optional[int],
                  pruner: Any, seed: Optional[int], study_name: str, storage: Optional[str],
-                 max_failures: Optional[int], objective: str, direction: str, top: int) -> None:
+                 max_failures: Optional[int], objective: str, direction: Optional[str], top: int) -> None:
         self.sampler, self.pruner = _plain(sampler), _plain(pruner)
         self.params, self.layers = _plain(params) or {}, _plain(layers) or {}
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
@@ -35,30 +40,51 @@ class LogitlabSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
+        self.task = _jobs.Task(task_function)
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=_jobs.Task(task_function), config=config)
+            hydra_context=hydra_context, task_function=self.task, config=config)
         self.parallelism = _jobs.launcher_parallelism(config)
         self.sequential = config.hydra.launcher._target_ == _jobs.BASIC_LAUNCHER
 
     def sweep(self, arguments: List[str]) -> Any:
-        with _jobs.one_line_errors():
-            if self.direction not in ("maximize", "minimize"):
-                raise _jobs.SweepError(f"hydra.sweeper.direction={self.direction!r}; "
-                                       f"valid: maximize, minimize")
-            sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
-            if self.sampler is None and (sweep_dir / "summary.csv").exists():
-                _jobs.log.info(f"{sweep_dir} holds a sweep already: finished jobs return their "
-                               f"stored results")
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-            if self.sampler is None:
-                from ._grid import run_grid
+        from logitlab import ConfigError
+        from logitlab.objective import Objective
 
-                return run_grid(self, parser, list(arguments), sweep_dir)
-            from ._study import run_study
+        try:
+            self.direction = Objective.of(self.objective, self.direction, key="hydra.sweeper").direction
+        except ConfigError as e:
+            raise _jobs.SweepError(str(e)) from None
+        sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
+        self._check_same_sweep(sweep_dir, arguments)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        if self.sampler is None:
+            from ._grid import run_grid
 
-            return run_study(self, parser, list(arguments), sweep_dir)
+            return run_grid(self, parser, list(arguments), sweep_dir)
+        from ._study import run_study
+
+        return run_study(self, parser, list(arguments), sweep_dir)
+
+    def _check_same_sweep(self, sweep_dir: Path, arguments: List[str]) -> None:
+        """A sweep directory belongs to one sweep: rerunning it continues it; another sweep is refused
+        in one line naming what differs (more epochs or more trials are allowed)."""
+        from logitlab import rundir
+
+        saved = sweep_dir / "multirun.yaml"
+        if not saved.is_file():
+            return
+        old = OmegaConf.load(saved)
+        settings = lambda cfg: {f"hydra.sweeper.{k}": OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get(k)
+                                for k in _SAME_SWEEP}  # noqa: E731
+        overrides = lambda lines: dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)  # noqa: E731
+        changed = rundir.changed_keys({**settings(old), **overrides(old.hydra.overrides.task)},
+                                      {**settings(self.config), **overrides(arguments)})
+        if changed:
+            raise _jobs.SweepError(f"hydra.sweep.dir={sweep_dir} holds another sweep ({rundir.describe(changed)}); "
+                                   f"rerun with its values or give another hydra.sweep.dir")
+        _jobs.log.info(f"{sweep_dir} holds this sweep already: finished jobs return their stored results")
 
     def pinned(self, batch: list[list[str]], sweep_dir: Path, gpus: list[str]) -> list[list[str]]:
         """Each job's overrides plus its sweep dir (this one, even if hydra.sweep.dir interpolates

@@ -1,0 +1,79 @@
+"""Per-epoch reports from a training job to its Optuna trial, so that the sweep's pruner can stop a
+hopeless trial early. The job learns everything from its own Hydra config: the study lives in the storage
+the sweeper's settings name, and the trial is the job (the sweeper launches trial N as job N). The job's
+app only announces its epochs (logitlab.hooks); it knows nothing of Optuna."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+log = logging.getLogger("logitlab.sweep")
+
+# The pruners known by name. `median` waits for 5 finished trials and never judges a trial in its first
+# 5 epochs: early epochs say little about where a run ends (pruning from epoch 1 cut most good trials).
+PRUNERS = {"median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 5},
+           "hyperband": {"_target_": "optuna.pruners.HyperbandPruner"}}
+
+
+def open_storage(storage: str) -> Any:
+    """An Optuna storage: a database URL (sqlite:///study.db, postgresql://...) or the path of an
+    Optuna journal file (for processes on one host)."""
+    import optuna
+
+    if "://" in storage:
+        return optuna.storages.RDBStorage(storage)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+
+
+def storage_of(sweeper_storage: Optional[str], sweep_dir: Path) -> str:
+    return sweeper_storage or str(Path(sweep_dir).absolute() / "optuna.journal")
+
+
+def pruner_spec(pruner: Any) -> Optional[dict]:
+    """The pruner as a {_target_: ...} mapping (a name is looked up in PRUNERS); None for no pruner."""
+    from ._jobs import SweepError
+
+    if pruner in (None, "none"):
+        return None
+    if isinstance(pruner, str):
+        if pruner not in PRUNERS:
+            raise SweepError(f"hydra.sweeper.pruner={pruner!r}; valid: null, median, hyperband, "
+                             f"or {{_target_: optuna.pruners.NAME, ...}}")
+        return dict(PRUNERS[pruner])
+    return dict(pruner)
+
+
+def make_pruner(spec: Optional[dict]) -> Any:
+    import optuna
+    from hydra.utils import instantiate
+
+    return instantiate(spec) if spec else optuna.pruners.NopPruner()
+
+
+def epoch_reporter(storage: str, study_name: str, trial_number: int, objective: str,
+                   pruner: Optional[dict]) -> Callable[[int, dict], None]:
+    """A hook for the end of each epoch: reports metrics[objective] as the trial's value at step `epoch`
+    and raises optuna.TrialPruned when the pruner says the trial cannot catch up. The pruner judges with
+    every trial's reports in the storage."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage),
+                              sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(pruner))
+    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial_number), None)
+    if frozen is None or frozen.state.is_finished():
+        # A finished trial's job rerun by hand (or a job of another study): train, leave the study alone.
+        log.info(f"trial {trial_number} of study {study_name!r} is not running; epochs are not reported")
+        return lambda epoch, metrics: None
+    trial = optuna.trial.Trial(study, frozen._trial_id)
+
+    def report(epoch: int, metrics: dict) -> None:
+        value = float(metrics.get(objective, math.nan))
+        if not math.isfinite(value):
+            return  # a diverged run fails on its own; a NaN would only confuse the pruner
+        trial.report(value, step=epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} with {objective} {value:.4f}")
+
+    return report

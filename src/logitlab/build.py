@@ -1,0 +1,104 @@
+"""Config to objects: the one module that calls Hydra's `instantiate`. Everything else receives finished
+objects (the trainer, the data, the model, optimizer and schedule factories) and never sees a config.
+
+Data is loaded once per process for each distinct data config: the command-line check, and every job of
+a sweep that runs in this process, share the same tensors."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from logitlab import ConfigError
+from logitlab.objective import Objective
+
+_loaded_data: dict[str, Any] = {}  # resolved data config (as JSON) -> SplitData
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """Hydra's `instantiate`, with a component's own ConfigError surfacing as itself (one line), not wrapped."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise
+
+
+def _plain(node: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def data(node: Any):
+    """The SplitData a data config describes, loaded once per process."""
+    plain = _plain(node)
+    key = json.dumps(plain, sort_keys=True, default=str)
+    if key not in _loaded_data:
+        _loaded_data[key] = instantiate(plain)
+    return _loaded_data[key]
+
+
+def model(node: Any, split_data) -> Any:
+    """The model a model config describes, sized by the data (input shape and classes come from it)."""
+    return instantiate(node, input_shape=split_data.input_shape, num_classes=split_data.num_classes)
+
+
+@dataclass
+class Run:
+    """What one training run is made of, built and ready for `Trainer.fit`."""
+
+    trainer: Any
+    data: Any
+    model: Any
+    optimizer: Callable  # params -> torch.optim.Optimizer
+    schedule: Callable | None  # optimizer -> LR scheduler
+    objective: Objective
+
+
+def run(cfg: Any, device: str | None = None) -> Run:
+    """Every component of a run from its composed config. The seed is set before the model is built:
+    it fixes the initial weights. `device` overrides trainer.device (the config check builds on the CPU)."""
+    import torch
+
+    objective = Objective.of(cfg.trainer.objective, cfg.trainer.get("direction", "auto"))
+    # trainer.figures is the entry point's (figures are drawn after fit), not a Trainer argument
+    trainer_args = {k: v for k, v in _plain(cfg.trainer).items() if k != "figures"}
+    trainer = instantiate(trainer_args, **({"device": device} if device else {}))
+    split_data = data(cfg.data)
+    torch.manual_seed(cfg.seed)
+    return Run(trainer=trainer, data=split_data, model=model(cfg.model, split_data),
+               optimizer=instantiate(cfg.optim), schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
+               objective=objective)
+
+
+def from_checkpoint(config: dict, origin: str) -> tuple[Any, Any]:
+    """(model, data) rebuilt from a checkpoint's own config. Only `logitlab.` targets are instantiated:
+    a checkpoint from elsewhere must not choose what code runs."""
+    from logitlab.checkpoint import CheckpointError
+
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "model")):
+        raise CheckpointError(f"{origin} carries no data and model config; it was not written by logitlab.train")
+    for group in ("data", "model"):
+        _check_targets(config[group], group, origin)
+    split_data = data(config["data"])
+    return model(config["model"], split_data), split_data
+
+
+def _check_targets(node: Any, key: str, origin: str) -> None:
+    from logitlab.checkpoint import CheckpointError
+
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith("logitlab."):
+            raise CheckpointError(f"{origin}: config {key}._target_={target!r} is not a logitlab class or "
+                                  f"function; refusing to run code named by a checkpoint")
+        for k, v in node.items():
+            _check_targets(v, f"{key}.{k}", origin)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_targets(v, f"{key}[{i}]", origin)

@@ -1,0 +1,35 @@
+"""The end of a run: best.pt's weights scored on the test split, and the numbers metrics.json keeps.
+Every split's metric in metrics.json is the best epoch's, so all of them describe one set of weights,
+the ones in checkpoints/best.pt (and TensorBoard's test/ tags show the same)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from logitlab import checkpoint
+from logitlab.data import SplitData
+from logitlab.objective import Objective
+from logitlab.scoring import loss_and_accuracy
+
+
+def final_metrics(model: nn.Module, data: SplitData, run_dir: Path, record, objective: Objective,
+                  board=None, figures: bool = True) -> dict:
+    """Load best.pt into `model`, score it on the test split, log that to `board`, and return the run's
+    metrics. `record` is the trainer's Record (history, best epoch, seconds)."""
+    device = next(model.parameters()).device
+    best = checkpoint.load(Path(run_dir) / "checkpoints" / "best.pt", map_location=device)
+    model.load_state_dict(best["model"])
+    x, y = (t.to(device) for t in data.test)
+    test_loss, test_acc = loss_and_accuracy(model, x, y)
+    epochs = len(record.history)
+    if board is not None:
+        board.test(model, x, y, data.class_names, epochs, {"test/acc": test_acc, "test/loss": test_loss}, figures)
+    chosen = record.best or dict(record.history[-1], epoch=epochs)  # no epoch improved on NaN
+    return {
+        "objective": objective.name, "direction": objective.direction,
+        "test/acc": test_acc, "test/loss": test_loss,
+        **{k: chosen[k] for k in ("val/acc", "val/loss", "train/acc", "train/loss")},
+        "best_epoch": chosen["epoch"], "epochs": epochs, "train_seconds": round(record.train_seconds, 3),
+        "params": sum(p.numel() for p in model.parameters()),
+    }

@@ -1,0 +1,57 @@
+"""What a run directory promises: it belongs to one config, and rerunning the command that made it (its
+exact resume command is printed when a run stops) continues it or returns its finished result.
+
+Plain Python and OmegaConf: the command-line check, the entry point and the trainer all use it."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+
+# Keys a rerun may change: more epochs train on from where the run stopped; the rest do not touch results.
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.figures", "trainer.histograms",
+                     "trainer.checkpoint_every_s")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted.key: leaf value} of a nested dict (lists are leaves: a list of widths is one value)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def changed_keys(old: dict, new: dict, allowed: Iterable[str] = RESUMABLE_CHANGES) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every key whose value differs, except those in `allowed`.
+    `trainer.epochs` may only grow: fewer epochs than a run already has would rewrite its history."""
+    a, b = flatten(old), flatten(new)
+    changed = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "<unset>"), b.get(key, "<unset>")
+        if va == vb:
+            continue
+        if key in allowed and not (key == "trainer.epochs" and isinstance(va, int) and isinstance(vb, int) and vb < va):
+            continue
+        changed.append((key, va, vb))
+    return changed
+
+
+def describe(changed: list[tuple[str, Any, Any]], limit: int = 6) -> str:
+    shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in changed[:limit])
+    return shown + (f" and {len(changed) - limit} more" if len(changed) > limit else "")
+
+
+def command(args: list[str], key: str, directory: Path) -> str:
+    """The command line that continues this run or sweep: the same arguments, its directory pinned."""
+    program = Path(sys.argv[0]).name
+    head = [program] if program.startswith("logitlab-") else ["python", "-m", "logitlab.train"]
+    kept = [a for a in args if not a.startswith(f"{key}=")]
+    return shlex.join(head + kept + [f"{key}={Path(directory).absolute()}"])
+
+
+def is_finished(directory: Path) -> bool:
+    return (Path(directory) / "metrics.json").is_file()
