@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "src" / "logitlab" / "conf"
 # Generated datasets (MNIST-1D) go to a cache of the test session's own, never the user's home.
 os.environ.setdefault("LOGITLAB_DATA", tempfile.mkdtemp(prefix="logitlab-data-"))
 
@@ -47,13 +47,11 @@ def run_cli(*args: str, module: str = "logitlab.train", timeout: float = 300, en
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """One real training run (an MLP on digits, 3 epochs, trained in-process) shared by the predict,
-    evaluate, export and reports tests; its directory holds checkpoints/ and metrics.json as the CLI leaves them."""
-    import json
-
-    from logitlab.train import train
-
+    """One real training run through the command line (an MLP on digits, 3 epochs) shared by the predict,
+    evaluate, export and reports tests; its directory holds what `logitlab.train` leaves (checkpoints/,
+    metrics.json, .hydra/)."""
     run_dir = tmp_path_factory.mktemp("mlp_digits")
-    metrics = train(compose_config(["model=mlp", "trainer.epochs=3"]), run_dir)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    done = run_cli("model=mlp", "trainer.epochs=3", "trainer.progress=false", "trainer.figures=false",
+                   f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
     return run_dir

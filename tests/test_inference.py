@@ -8,7 +8,8 @@ import torch
 
 from logitlab import evaluate, export, predict
 from logitlab.checkpoint import CheckpointError, load as load_checkpoint
-from logitlab.inference import UsageError, load_run, parse_args
+from logitlab.cli import UsageError, parse_args
+from logitlab.runs import load_run
 
 
 class WritesAFile:
@@ -125,3 +126,13 @@ def test_help_prints_the_usage(capsys):
     with pytest.raises(SystemExit) as exit_:
         predict.main(["--help"])
     assert exit_.value.code == 0 and "top_k=" in capsys.readouterr().out
+
+
+def test_metrics_json_lists_the_normalisation_the_run_was_trained_with(trained_run):
+    """What a user outside logitlab needs to feed the model normalised inputs: (raw - mean) / std per channel."""
+    import json
+
+    _, data, _ = load_run(trained_run)
+    stored = json.loads((trained_run / "metrics.json").read_text())["normalisation"]
+    assert stored == {"mean": data.normalisation.mean.tolist(), "std": data.normalisation.std.tolist()}
+    assert len(stored["mean"]) == data.input_shape[0] and stored["mean"][0] == pytest.approx(4.9, abs=0.1)

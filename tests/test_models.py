@@ -1,6 +1,8 @@
 """The zoo tests itself: every conf/model/*.yaml on every offline input shape."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -92,3 +94,44 @@ def test_invalid_sequence_model_values_fail_with_one_line(cls, kwargs):
     with pytest.raises(ConfigError) as err:
         cls((1, 40), 10, **kwargs)
     assert "model." in str(err.value) and "\n" not in str(err.value)
+
+
+TRACE_SHAPES = {k: SHAPES[k] for k in ("digits", "mnist1d")}
+
+
+@pytest.mark.parametrize("shape", TRACE_SHAPES.values(), ids=TRACE_SHAPES.keys())
+@pytest.mark.parametrize("model_file", MODEL_FILES, ids=lambda p: p.stem)
+def test_every_model_traces_for_any_batch_size(model_file, shape):
+    """torch.jit.trace (TorchScript export, the TensorBoard graph) passes its own check and holds no batch size."""
+    torch.manual_seed(0)
+    model = instantiate(OmegaConf.load(model_file), input_shape=shape, num_classes=7).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        # nn.GRU's own argument checks compare sizes in Python; they do not shape the graph (checked below)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit itself is deprecated
+        traced = torch.jit.trace(model, torch.randn(2, *shape), check_trace=True)
+    with torch.no_grad():
+        for n in (1, 37):
+            x = torch.randn(n, *shape)
+            torch.testing.assert_close(traced(x), model(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_attention_blocks_compute_what_torchs_transformer_layer_computes(pool):
+    """The hand-written block is nn.TransformerEncoderLayer(norm_first=True, gelu): same weights, same output."""
+    torch.manual_seed(0)
+    model = Attention((1, 40), 10, dim=16, depth=1, heads=4, patch_size=4, pool=pool).eval()
+    block = model.blocks[0]
+    reference = nn.TransformerEncoderLayer(16, 4, 32, 0.0, activation="gelu", batch_first=True, norm_first=True).eval()
+    with torch.no_grad():
+        for ours, theirs in ((block.qkv, reference.self_attn.in_proj_weight), (block.proj, reference.self_attn.out_proj),
+                             (block.mlp[0], reference.linear1), (block.mlp[3], reference.linear2),
+                             (block.norm1, reference.norm1), (block.norm2, reference.norm2)):
+            if isinstance(theirs, nn.Parameter):  # MultiheadAttention keeps q, k, v as one (3 dim, dim) matrix
+                theirs.copy_(ours.weight)
+                reference.self_attn.in_proj_bias.copy_(ours.bias)
+            else:
+                theirs.load_state_dict(ours.state_dict())
+        t = torch.randn(5, 11, 16)  # (B, T, dim)
+        torch.testing.assert_close(block(t), reference(t), atol=1e-5, rtol=1e-5)

@@ -1,5 +1,5 @@
 """predict: softmax probabilities that are a distribution, keep the model's argmax, survive extreme logits,
-and come from the run's own split or from the user's .npy / .csv / image files."""
+and come from the run's own split or from the user's raw .npy / .csv / image files."""
 from __future__ import annotations
 
 import csv
@@ -9,15 +9,24 @@ import pytest
 import torch
 from PIL import Image
 
-from logitlab.inference import load_run, logits, probabilities, softmax
+from logitlab.data import Normalisation, SplitData
 from logitlab.models import SoftmaxRegression
-from logitlab.predict import main, normalise_pixels
+from logitlab.predict import main, read_images
+from logitlab.runs import load_run
+from logitlab.scoring import logits, probabilities, softmax
 
 
 def read_csv(path):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     return rows[0], rows[1:]
+
+
+def raw_digits(data, x):
+    """Normalised digits back in the dataset's own units: whole pixel counts 0..16."""
+    raw = data.normalisation.invert(x).round()
+    assert raw.min() >= 0 and raw.max() <= 16
+    return raw
 
 
 def test_probabilities_are_a_distribution_with_the_models_argmax(trained_run):
@@ -69,44 +78,69 @@ def test_predict_writes_a_csv_named_by_class(trained_run, tmp_path, capsys):
     assert (np.diff(top, axis=1) <= 0).all() and np.allclose(top[:, 0], p.max(1))
 
 
-def test_predict_own_arrays_npy_and_flat_csv(trained_run, tmp_path):
+def test_raw_npy_of_the_test_split_gives_the_probabilities_of_split_test(trained_run, tmp_path):
+    _, data, _ = load_run(trained_run)
+    np.save(tmp_path / "raw.npy", raw_digits(data, data.test[0]).numpy())  # (N, 1, 8, 8) pixel counts 0..16
+    main([f"run={trained_run}", "split=test", f"out={tmp_path / 'split.npy'}"])
+    main([f"run={trained_run}", f"input={tmp_path / 'raw.npy'}", f"out={tmp_path / 'raw_probs.npy'}"])
+    # the same normalisation of the same numbers: the same probabilities to the bit
+    assert np.array_equal(np.load(tmp_path / "raw_probs.npy"), np.load(tmp_path / "split.npy"))
+
+
+def test_predict_raw_flat_csv_with_a_header(trained_run, tmp_path):
     model, data, _ = load_run(trained_run)
     x = data.test[0][:5]
-    expected = probabilities(model, x, dtype=torch.float64).numpy()
-    np.save(tmp_path / "samples.npy", x.numpy())
-    main([f"run={trained_run}", f"input={tmp_path / 'samples.npy'}", f"out={tmp_path / 'probs.npy'}"])
-    assert np.allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-12)
-
-    np.savetxt(tmp_path / "flat.csv", x.flatten(1).numpy(), delimiter=",", fmt="%.9g",
+    np.savetxt(tmp_path / "flat.csv", raw_digits(data, x).flatten(1).numpy(), delimiter=",", fmt="%g",
                header=",".join(f"px{i}" for i in range(64)), comments="")
     main([f"run={trained_run}", f"input={tmp_path / 'flat.csv'}", f"out={tmp_path / 'flat_probs.csv'}", "top_k=1"])
     header, rows = read_csv(tmp_path / "flat_probs.csv")
     assert header[:5] == ["input", "predicted", "top1", "top1_prob", "prob_0"]
-    assert np.allclose([[float(v) for v in r[4:]] for r in rows], expected, atol=1e-6)
+    expected = probabilities(model, x, dtype=torch.float64).numpy()
+    assert np.allclose([[float(v) for v in r[4:]] for r in rows], expected, atol=1e-9)
 
 
-def test_predict_image_files_normalised_like_the_training_data(trained_run, tmp_path):
+def test_predict_image_files_of_raw_8bit_pixels(trained_run, tmp_path):
     model, data, _ = load_run(trained_run)
     x = data.test[0][:4]
-    train_x = data.train[0]
-    lo, hi = train_x.min(), train_x.max()
     folder = tmp_path / "images"
     folder.mkdir()
-    for i, img in enumerate(x):  # back to 8-bit pixels, as a user's scan of a digit would be
-        pixels = ((img[0] - lo) / (hi - lo) * 255).round().clamp(0, 255).byte().numpy()
+    for i, img in enumerate(raw_digits(data, x)):  # 0..16 as 8-bit pixels, as a user's scan of a digit would be
+        pixels = (img[0] * 255 / 16).round().byte().numpy()
         Image.fromarray(pixels, mode="L").convert("RGB").save(folder / f"digit{i}.png")  # RGB: converted back
     main([f"run={trained_run}", f"input={folder}", f"out={tmp_path / 'images.csv'}"])
     header, rows = read_csv(tmp_path / "images.csv")
     assert [r[0] for r in rows] == [f"digit{i}.png" for i in range(4)]
     got = np.array([[float(v) for v in r[-10:]] for r in rows])
-    assert np.allclose(got, probabilities(model, x).numpy(), atol=0.02)  # 8-bit rounding of the pixels
+    assert np.allclose(got, probabilities(model, x).numpy(), atol=0.02)  # 8-bit rounding of 17 levels
     assert (got.argmax(1) == model(x).argmax(1).numpy()).all()
 
 
-def test_normalise_pixels_equals_the_training_normalisation():
-    raw = torch.tensor([0.0, 4.0, 16.0, 9.0]).reshape(4, 1, 1, 1)  # digits: 0..16
-    train_x = (raw - raw.mean()) / raw.std()
-    assert torch.allclose(normalise_pixels(raw * 255 / 16, train_x), train_x, atol=1e-6)
+def test_8bit_images_are_normalised_with_the_stored_statistics_exactly(tmp_path):
+    norm = Normalisation(torch.tensor([33.3]), torch.tensor([78.9]), pixel_max=255)
+    empty = (torch.zeros(0, 1, 2, 3), torch.zeros(0, dtype=torch.long))
+    data = SplitData("eight_bit", empty, empty, empty, ["a", "b"], norm)
+    pixels = np.array([[0, 1, 2], [128, 254, 255]], np.uint8)
+    Image.fromarray(pixels, mode="L").save(tmp_path / "img.png")
+    x = read_images([tmp_path / "img.png"], data)
+    assert torch.equal(x, (torch.from_numpy(pixels).float().reshape(1, 1, 2, 3) - 33.3) / 78.9)
+
+
+@pytest.mark.parametrize("name, row, value", [("bad.npy", 3, "nan"), ("bad.csv", 1, "inf")])
+def test_non_finite_inputs_are_refused_with_one_line(trained_run, tmp_path, capsys, name, row, value):
+    x = np.ones((5, 1, 8, 8), np.float32)
+    x[row, 0, 2, 5] = float(value)
+    x[4, 0, 0, 0] = np.nan  # only the first bad row is named
+    path = tmp_path / name
+    if name.endswith(".npy"):
+        np.save(path, x)
+    else:
+        np.savetxt(path, x.reshape(len(x), -1), delimiter=",")
+    with pytest.raises(SystemExit) as exit_:
+        main([f"run={trained_run}", f"input={path}", f"out={tmp_path / 'x.csv'}"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (f"error: input={path}: row {row} (counting from 0) holds {value}; "
+                                       f"inputs must be finite numbers\n")
+    assert not (tmp_path / "x.csv").exists()
 
 
 @pytest.mark.parametrize("make, expected", [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def _wait_for_epoch(run_dir, epoch: int, proc, timeout=120.0) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
-            if checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] >= epoch:
+            if checkpoint.load(run_dir / "checkpoints" / "last.pt")["position"]["epoch"] >= epoch:
                 return
         except ConfigError:
             pass
@@ -76,7 +77,7 @@ def test_sigkill_then_the_same_command_resumes_bit_for_bit(uninterrupted, tmp_pa
     _wait_for_epoch(tmp_path, 2, proc)  # epoch 3 of 5 is under way
     proc.kill()
     proc.wait()
-    done = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["epoch"]
+    done = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["position"]["epoch"]
     assert 2 <= done < 5
     rerun = _start(tmp_path)
     out, err = rerun.communicate(timeout=600)
@@ -97,10 +98,15 @@ def test_signal_writes_a_checkpoint_exits_nonzero_and_the_rerun_resumes(uninterr
     sent = time.monotonic()
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - sent < 10 and proc.returncode == code, err
-    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    command = err.split("resume with: ")[1].strip()  # the exact command, its run directory pinned
+    assert f"hydra.run.dir={tmp_path}" in command
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
-    assert (state["epoch"], state["step"]) > (1, 0)  # the interrupted epoch's progress is kept
-    rerun = _start(tmp_path)
+    assert (state["position"]["epoch"], state["position"]["step"]) > (1, 0)  # the interrupted epoch's progress is kept
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "logitlab.train"]
+    rerun = subprocess.Popen([sys.executable, *argv[1:]], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0 and "resuming from epoch" in err, err
     _same_result(uninterrupted, tmp_path)
@@ -111,7 +117,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_newest_valid_one(compose_cfg,
     last = tmp_path / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # truncated mid-write by a dying disk
     (tmp_path / "checkpoints" / ".last.pt.999.tmp").write_bytes(b"half a save")
-    best_epoch = checkpoint.load(tmp_path / "checkpoints" / "best.pt")["epoch"]
+    best_epoch = checkpoint.load(tmp_path / "checkpoints" / "best.pt")["position"]["epoch"]
     metrics = train(compose_cfg(["trainer.epochs=5"]), tmp_path)
     err = capsys.readouterr().err
     assert f"{last} is truncated" in err and f"resuming from epoch {best_epoch}" in err
@@ -179,7 +185,7 @@ def test_a_full_disk_fails_the_save_with_one_line_and_keeps_the_previous_checkpo
 @pytest.mark.parametrize("args, expected", [
     (["model.widht=3"], "model=mlp has model.hidden"),
     (["model=mlp", "model.widht=3"], "did you mean model.hidden?"),
-    (["++model.widht=3"], "model.hidden"),
+    (["++model.widht=3"], "model=mlp has model.hidden"),
     (["model=mlp", "++model.widht=3"], "did you mean model.hidden?"),
     (["+trainer.epoch=3"], "did you mean trainer.epochs?"),
     (["-m", "seed=0,1", "+trainer.epoch=3"], "did you mean trainer.epochs?"),
@@ -194,13 +200,15 @@ def test_misspelled_keys_fail_fast_naming_the_valid_key_and_make_no_run_dir(tmp_
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["trainer.epochs=abc"], "trainer.epochs='abc' must be an integer"),
-    (["optim.lr=-1"], "optim.lr=-1 must be a positive number"),
+    (["trainer.epochs=abc"], "trainer.epochs='abc' must be a positive integer"),
+    (["optim.lr=-1"], "optim.lr=-1: Invalid learning rate: -1"),  # torch's own words, the key in front
     (["trainer.epochs=0"], "trainer.epochs=0 must be a positive integer"),
     (["trainer.batch_size=0"], "trainer.batch_size=0 must be a positive integer"),
     (["model=mlp", "model.hidden=[0]"], "model.hidden=[0] must be a non-empty list of positive integers"),
-    (["model=resnet"], "model=resnet is not an option; valid: "),
-    (["data=foo"], "data=foo is not an option; valid: cifar10, digits"),
+    (["model=resnet"], "model=resnet is not an option (valid: attention, cnn, gru, linear, mlp)"),
+    (["data=foo"], "data=foo is not an option (valid: cifar10, digits"),
+    (["data.val_fraction=0"], "data.val_fraction=0 must be in (0, 1)"),
+    (["model=attention", "model.heads=5"], "model.dim=32 must be divisible by model.heads=5"),
     (["data=mnist", "data.root=/dev/null/mnist"], "put MNIST/raw/"),
     (["hydra.run.dir=/etc/hostname/run"], "is not a directory"),
 ])

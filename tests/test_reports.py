@@ -8,9 +8,10 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from logitlab.inference import load_run
+from logitlab.runs import load_run
 from logitlab.models import CNN
-from logitlab.reports import log_figures, log_graph, plot_misclassified
+from logitlab.reports import plot_misclassified
+from logitlab.tensorboard_log import log_figures, log_graph
 
 
 def read_events(log_dir) -> EventAccumulator:

@@ -76,7 +76,7 @@ def test_checkpoints_reload_into_a_fresh_model_with_identical_logits(default_run
         again = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
         again.load_state_dict(checkpoint.load(run_dir / "checkpoints" / name)["model"])
         assert torch.equal(fresh(data.test[0]), again(data.test[0]))
-    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == cfg.trainer.epochs
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["position"]["epoch"] == cfg.trainer.epochs
 
 
 def _weights(compose_cfg, tmp_path, *overrides):

@@ -15,17 +15,28 @@ from logitlab.objective import Objective
 _loaded_data: dict[str, Any] = {}  # resolved data config (as JSON) -> SplitData
 
 
-def instantiate(node: Any, **kwargs: Any) -> Any:
-    """Hydra's `instantiate`, with a component's own ConfigError surfacing as itself (one line), not wrapped."""
+class ComponentError(Exception):
+    """A component refused its arguments with an error of its own (torch's ValueError, a TypeError for an
+    argument it does not take): `key` names the config node it was built from."""
+
+    def __init__(self, key: str, cause: Exception):
+        super().__init__(f"{key}: {cause}")
+        self.key, self.cause = key, cause
+
+
+def instantiate(node: Any, key: str = "", **kwargs: Any) -> Any:
+    """Hydra's `instantiate`. A component's own ConfigError surfaces as itself (one line), not wrapped;
+    any other error it raises while being built becomes a ComponentError naming `key`."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
     try:
         return hydra_instantiate(node, **kwargs)
     except InstantiationException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
-        raise
+        cause = e.__cause__ or e
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ComponentError(key, cause) from e
 
 
 def _plain(node: Any) -> Any:
@@ -39,13 +50,13 @@ def data(node: Any):
     plain = _plain(node)
     key = json.dumps(plain, sort_keys=True, default=str)
     if key not in _loaded_data:
-        _loaded_data[key] = instantiate(plain)
+        _loaded_data[key] = instantiate(plain, "data")
     return _loaded_data[key]
 
 
 def model(node: Any, split_data) -> Any:
     """The model a model config describes, sized by the data (input shape and classes come from it)."""
-    return instantiate(node, input_shape=split_data.input_shape, num_classes=split_data.num_classes)
+    return instantiate(node, "model", input_shape=split_data.input_shape, num_classes=split_data.num_classes)
 
 
 @dataclass
@@ -68,11 +79,12 @@ def run(cfg: Any, device: str | None = None) -> Run:
     objective = Objective.of(cfg.trainer.objective, cfg.trainer.get("direction", "auto"))
     # trainer.figures is the entry point's (figures are drawn after fit), not a Trainer argument
     trainer_args = {k: v for k, v in _plain(cfg.trainer).items() if k != "figures"}
-    trainer = instantiate(trainer_args, **({"device": device} if device else {}))
+    trainer = instantiate(trainer_args, "trainer", **({"device": device} if device else {}))
     split_data = data(cfg.data)
     torch.manual_seed(cfg.seed)
     return Run(trainer=trainer, data=split_data, model=model(cfg.model, split_data),
-               optimizer=instantiate(cfg.optim), schedule=instantiate(cfg.schedule) if cfg.get("schedule") else None,
+               optimizer=instantiate(cfg.optim, "optim"),
+               schedule=instantiate(cfg.schedule, "schedule") if cfg.get("schedule") else None,
                objective=objective)
 
 

@@ -15,6 +15,7 @@ import inspect
 import itertools
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ def refusing(check):
         except CommandLineError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except Exception:  # a bug in the check: Hydra would only warn and go on without it
+            traceback.print_exc()
+            raise SystemExit(1) from None
     return guarded
 
 
@@ -84,30 +88,40 @@ def _check_built(task: DictConfig, blame: list[str], sweep: bool = False) -> Non
     def attempt():
         parts = build.run(task, device="cpu")
         with torch.no_grad():
-            parts.model(parts.data.train[0][:2])
-        opt = parts.optimizer(list(parts.model.parameters()))
+            _as_component("model", lambda: parts.model(parts.data.train[0][:2]))
+        opt = _as_component("optim", lambda: parts.optimizer(list(parts.model.parameters())))
         if parts.schedule is not None:
             takes_steps = "total_steps" in inspect.signature(parts.schedule).parameters
-            parts.schedule(opt, **({"total_steps": 1} if takes_steps else {}))
+            _as_component("schedule", lambda: parts.schedule(opt, **({"total_steps": 1} if takes_steps else {})))
     try:
         attempt()
     except ConfigError as e:
         raise CommandLineError(f"{_context(blame, sweep)}{e}") from None
-    except Exception as e:  # a component's own complaint (torch's ValueError, a TypeError for a bad key ...)
-        cause = e.__cause__ or e
-        group = _group_of(e)
-        keys = [o for o in blame if o.lstrip("+~").startswith(f"{group}.") or o.startswith(f"{group}=")]
-        where = " ".join(keys) or f"{group}={HydraConfig.get().runtime.choices.get(group, '?')}"
-        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise CommandLineError(f"{_context(blame, sweep) if sweep else ''}{where}: {message}") from None
+    except build.ComponentError as e:  # the component's own complaint: name the keys that led to it
+        message = _first_line(e.cause)
+        unexpected = message.split("unexpected keyword argument '")[1].split("'")[0] \
+            if "unexpected keyword argument '" in message else None
+        if unexpected:
+            message = _not_a_key(f"{e.key}.{unexpected}", task)
+        else:
+            keys = [o for o in blame if o.lstrip("+~").startswith(f"{e.key}.") or o.startswith(f"{e.key}=")]
+            where = " ".join(keys) or f"{e.key}={HydraConfig.get().runtime.choices.get(e.key, e.key)}"
+            message = message if sweep and keys else f"{where}: {message}"
+        raise CommandLineError(f"{_context(blame, sweep)}{message}") from None
 
 
-def _group_of(e: Exception) -> str:
-    """The config node an instantiation error came from (Hydra's full_key), else the optimizer's."""
-    text = str(e)
-    if "full_key:" in text:
-        return text.split("full_key:")[1].split()[0].split(".")[0]
-    return "optim" if isinstance(e, (ValueError, TypeError)) else "model"
+def _as_component(key: str, call):
+    try:
+        return call()
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise build.ComponentError(key, e) from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _context(blame: list[str], sweep: bool) -> str:
@@ -128,7 +142,7 @@ def _sweep_variants(config: DictConfig) -> list[list[str]]:
     loader = GlobalHydra.instance().config_loader()
     parser = OverridesParser.create(config_loader=loader)
     sweeper = config.hydra.sweeper
-    params = OmegaConf.to_container(sweeper.get("params") or {}, resolve=False)
+    params = _container(sweeper.get("params"))
     by_key: dict[str, Override] = {}
     try:
         for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()]
@@ -137,7 +151,7 @@ def _sweep_variants(config: DictConfig) -> list[list[str]]:
     except Exception as e:
         raise CommandLineError(f"cannot parse the sweep: {str(e).strip().splitlines()[0]}") from None
     values = {key: _values(o) for key, o in by_key.items()}
-    for key, spec in (OmegaConf.to_container(sweeper.get("layers") or {}, resolve=False)).items():
+    for key, spec in _container(sweeper.get("layers")).items():
         depths = [d for d in _values(parser.parse_overrides([f"{key}={spec['depth']}"])[0]) if d != "0"]
         widths = _values(parser.parse_overrides([f"{key}={spec['width']}"])[0])
         values[key] = [f"[{','.join([w] * int(d))}]" for d in depths for w in widths[:1]] + \
@@ -156,6 +170,10 @@ def _sweep_variants(config: DictConfig) -> list[list[str]]:
         for key in keys:
             variants += [list({**base, key: f"{key}={v}"}.values()) for v in values[key][1:]]
     return variants
+
+
+def _container(node: Any) -> dict:
+    return OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else dict(node or {})
 
 
 def _values(o: Override) -> list[str]:
@@ -272,19 +290,24 @@ def _missing_option(text: str, first_line: str) -> str:
 
 
 def _unknown_key(key: str, args: list[str]) -> str:
-    """`key` is not in the composed config: name what is, or the constructor argument it would set."""
-    section, _, name = key.rpartition(".")
+    """`key` is not in the composed config: compose without it and say what is there."""
     rest = [a for a in _overrides(args) if not a.lstrip("+~").startswith(f"{key}=")]
     try:
         base = GlobalHydra.instance().config_loader().load_configuration(
-            _config_name,
-            overrides=[a for a in rest if "," not in a.split("=", 1)[1]], run_mode=RunMode.RUN)
+            _config_name, overrides=[a for a in rest if "," not in a.split("=", 1)[1]], run_mode=RunMode.RUN)
     except Exception:
         return f"{key} is not a key"
+    return _not_a_key(key, base)
+
+
+def _not_a_key(key: str, base: DictConfig) -> str:
+    """Name the keys `key`'s section has, the constructor argument it would set, or another option of
+    its group that has such a key."""
+    section, _, name = key.rpartition(".")
     parent = OmegaConf.select(base, section) if section else base
     if not isinstance(parent, DictConfig):
         return f"{key} is not a key: {section or 'the root'} has no fields"
-    keys = {k for k in parent.keys() if not str(k).startswith("_")}
+    keys = {str(k) for k in parent.keys() if not str(k).startswith("_")} - {name}
     arguments = _target_arguments(parent.get("_target_")) - keys
     shown = ", ".join(sorted(keys)) or "none"
     if name in arguments:
@@ -303,6 +326,8 @@ def _unknown_key(key: str, args: list[str]) -> str:
 
 def _options_with(group: str, name: str) -> tuple[str, str] | None:
     """(option, key) for the first option of config group `group` with the key `name` or a near spelling."""
+    if not GlobalHydra.instance().is_initialized():
+        return None
     loader = GlobalHydra.instance().config_loader()
     options = {}
     for option in loader.get_group_options(group):
@@ -312,12 +337,10 @@ def _options_with(group: str, name: str) -> tuple[str, str] | None:
     for option, keys in options.items():  # the very key first, then a near spelling
         if name in keys:
             return option, name
-    for option, keys in options.items():
-        hint = difflib.get_close_matches(name, sorted(keys | set(ALIASES)), n=1, cutoff=0.6)
-        hint = ALIASES.get(hint[0], hint[0]) if hint else None
-        if hint in keys:
-            return option, hint
-    return None
+    every = set().union(*options.values()) if options else set()
+    hint = difflib.get_close_matches(name, sorted(every | set(ALIASES)), n=1, cutoff=0.6)
+    hint = ALIASES.get(hint[0], hint[0]) if hint else None
+    return next(((option, hint) for option, keys in options.items() if hint in keys), None)
 
 
 def _overrides(args: list[str]) -> list[str]:

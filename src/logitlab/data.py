@@ -1,4 +1,5 @@
-"""Datasets as whole tensors, split into train / val / test and normalised with train statistics.
+"""Datasets as whole tensors, split into train / val / test and normalised with train statistics, which
+travel with the data (`SplitData.normalisation`) so that raw inputs can be normalised the same way later.
 
 Every loader returns a `SplitData`; the trainer moves it to the device once and slices batches from it.
 Splits are fixed by `split_seed` (default 0), independent of the training `seed`, so runs that differ
@@ -20,12 +21,53 @@ from logitlab import ConfigError
 
 
 @dataclass(frozen=True)
+class Normalisation:
+    """x = (raw - mean) / std per channel, with the statistics of the raw training split. Raw inputs are in
+    the units the dataset came in: 0..16 pixel counts for the digits, 0..255 for 8-bit images, MNIST-1D's
+    float signal. Predict and the exported models take raw inputs and apply this."""
+
+    mean: Tensor  # (C,)
+    std: Tensor  # (C,)
+    pixel_max: float | None = None  # the raw value of a white pixel (255; 16 for the digits); None: not images
+
+    @classmethod
+    def of(cls, train_x: Tensor, pixel_max: float | None = None) -> Normalisation:
+        dims = [0] + list(range(2, train_x.dim()))  # all but the channel axis
+        return cls(train_x.mean(dim=dims), train_x.std(dim=dims).clamp_min(1e-8), pixel_max)
+
+    def per_channel(self, rank: int) -> tuple[Tensor, Tensor]:
+        """mean and std shaped to broadcast over examples of `rank` axes: (C, 1) or (C, 1, 1)."""
+        shape = (-1,) + (1,) * (rank - 1)
+        return self.mean.reshape(shape), self.std.reshape(shape)
+
+    def __call__(self, raw: Tensor) -> Tensor:
+        mean, std = self.per_channel(raw.dim() - 1)
+        return (raw - mean) / std
+
+    def invert(self, x: Tensor) -> Tensor:
+        """Normalised inputs back in raw units (to rounding)."""
+        mean, std = self.per_channel(x.dim() - 1)
+        return x * std + mean
+
+    def to(self, device: torch.device | str) -> Normalisation:
+        return replace(self, mean=self.mean.to(device), std=self.std.to(device))
+
+
+@dataclass(frozen=True)
 class SplitData:
     name: str
     train: tuple[Tensor, Tensor]
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     class_names: list[str]
+    # How raw inputs become the splits' inputs. None (tensors made by hand): they are used as given,
+    # mean 0 and std 1 per channel.
+    normalisation: Normalisation | None = None
+
+    def __post_init__(self):
+        if self.normalisation is None:
+            channels = self.train[0].shape[1]
+            object.__setattr__(self, "normalisation", Normalisation(torch.zeros(channels), torch.ones(channels)))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -42,7 +84,8 @@ class SplitData:
 
     def to(self, device: torch.device | str) -> SplitData:
         move = lambda xy: (xy[0].to(device), xy[1].to(device))  # noqa: E731
-        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
+        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test),
+                       normalisation=self.normalisation.to(device))
 
 
 def _check_fraction(key: str, value: float, low_open: bool = False) -> None:
@@ -52,20 +95,15 @@ def _check_fraction(key: str, value: float, low_open: bool = False) -> None:
         raise ConfigError(f"data.{key}={value!r} must be in {'(0' if low_open else '[0'}, 1){why}")
 
 
-def _standardise(train_x: Tensor, *others: Tensor) -> list[Tensor]:
-    """Per-channel mean/std from the training split, applied to every split."""
-    dims = [0] + list(range(2, train_x.dim()))
-    mean = train_x.mean(dim=dims, keepdim=True)
-    std = train_x.std(dim=dims, keepdim=True).clamp_min(1e-8)
-    return [(x - mean) / std for x in (train_x, *others)]
-
-
-def _make_splits(name, x, y, test, val_n, split_seed, class_names) -> SplitData:
-    """Carve `val_n` examples from (x, y) for validation; `test` is the held-out split."""
+def _make_splits(name, x, y, test, val_n, split_seed, class_names, pixel_max=None) -> SplitData:
+    """Carve `val_n` examples from (x, y) for validation; `test` is the held-out split. Every split is
+    normalised with the training split's per-channel statistics."""
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = perm[:val_n], perm[val_n:]
-    train_x, val_x, test_x = _standardise(x[train_idx].float(), x[val_idx].float(), test[0].float())
-    return SplitData(name, (train_x, y[train_idx]), (val_x, y[val_idx]), (test_x, test[1]), class_names)
+    train_x = x[train_idx].float()
+    norm = Normalisation.of(train_x, pixel_max)
+    return SplitData(name, (norm(train_x), y[train_idx]), (norm(x[val_idx].float()), y[val_idx]),
+                     (norm(test[0].float()), test[1]), class_names, norm)
 
 
 def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
@@ -81,7 +119,7 @@ def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_see
     n_test = round(test_fraction * len(x))
     test_idx, rest = perm[:n_test], perm[n_test:]
     return _make_splits("digits", x[rest], y[rest], (x[test_idx], y[test_idx]),
-                        round(val_fraction * len(x)), split_seed, [str(d) for d in range(10)])
+                        round(val_fraction * len(x)), split_seed, [str(d) for d in range(10)], pixel_max=16)
 
 
 def load_mnist1d(root: str = "~/.cache/logitlab", val_fraction: float = 0.1, split_seed: int = 0) -> SplitData:
@@ -138,7 +176,7 @@ def _load_torchvision(name: str, root: str, val_size: int, split_seed: int) -> S
     if not 0 < val_size < len(train):
         raise ConfigError(f"data.val_size={val_size} must be between 1 and {len(train) - 1}")
     x, y = tensors(train)
-    return _make_splits(name, x, y, tensors(test), val_size, split_seed, list(train.classes))
+    return _make_splits(name, x, y, tensors(test), val_size, split_seed, list(train.classes), pixel_max=255)
 
 
 def load_mnist(root: str = "~/.cache/logitlab", val_size: int = 5000, split_seed: int = 0) -> SplitData:

@@ -32,4 +32,5 @@ def final_metrics(model: nn.Module, data: SplitData, run_dir: Path, record, obje
         **{k: chosen[k] for k in ("val/acc", "val/loss", "train/acc", "train/loss")},
         "best_epoch": chosen["epoch"], "epochs": epochs, "train_seconds": round(record.train_seconds, 3),
         "params": sum(p.numel() for p in model.parameters()),
+        "normalisation": {"mean": data.normalisation.mean.tolist(), "std": data.normalisation.std.tolist()},
     }

@@ -7,81 +7,109 @@
   format=      onnx (needs the extra: pip install 'logitlab[onnx]') or torchscript
   out=         the file to write (default RUN/model.onnx or RUN/model.torchscript.pt)
 
-The exported model takes a batch of normalised inputs (any N, `input` of shape (N, *input_shape)) and
-returns two outputs: `logits` and `probabilities` (their softmax). After writing it, the export is run on
-the test split (onnxruntime for ONNX) and its probabilities must match PyTorch's within 1e-5.
+The exported model takes a batch of raw inputs (any N, `input` of shape (N, *input_shape)) in the units
+the dataset came in: 0..16 pixel counts for the digits, 0..255 for 8-bit images, MNIST-1D's own signal.
+It normalises them with the training split's per-channel mean and std (carried inside the file, and listed
+in the run's metrics.json), runs the model and returns two outputs: `logits` and `probabilities` (their
+softmax). After writing it, the export is run on the raw test split (onnxruntime for ONNX) and its
+probabilities must match PyTorch's on the run's own test split within 1e-5.
 """
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from logitlab import ConfigError
 from logitlab.cli import UsageError, cli
+from logitlab.data import Normalisation
 from logitlab.runs import checkpoint_path, load_run, run_dir_of
-from logitlab.scoring import softmax
+from logitlab.scoring import probabilities, softmax
 
 OPTIONS = {"run": None, "checkpoint": "best", "format": "onnx", "out": ""}
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 TOLERANCE = 1e-5
 
+# raw inputs -> (logits, probabilities), both (N, num_classes) float32, through the written file
+Runner = Callable[[Tensor], tuple[Tensor, Tensor]]
 
-class WithProbabilities(nn.Module):
-    """The model followed by its softmax: outputs (logits, probabilities)."""
 
-    def __init__(self, model: nn.Module):
+class RawInputs(nn.Module):
+    """What an export holds: raw inputs -> the training normalisation -> the model -> (logits, softmax)."""
+
+    def __init__(self, model: nn.Module, normalisation: Normalisation, input_rank: int):
         super().__init__()
         self.model = model
+        mean, std = normalisation.per_channel(input_rank)  # (C, 1) or (C, 1, 1)
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z = self.model(x)
+    def forward(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.model((raw - self.mean) / self.std)  # (N, num_classes)
         return z, softmax(z)
 
 
 def export(run: str, checkpoint: str, format: str, out: str) -> None:
     if format not in SUFFIXES:
         raise UsageError(f"format={format!r} is not known; valid: {', '.join(SUFFIXES)}")
+    if out and not Path(out).parent.is_dir():  # before minutes of loading and tracing, not after
+        raise ConfigError(f"out={out}: folder {Path(out).parent} does not exist")
     path = checkpoint_path(run, checkpoint)
     model, data, _ = load_run(path)
-    wrapped = WithProbabilities(model).eval()
-    x = data.test[0]
     out_path = Path(out) if out else run_dir_of(path) / f"model{SUFFIXES[format]}"
-    run_exported = to_onnx(wrapped, x[:2], out_path) if format == "onnx" else to_torchscript(wrapped, x[:2], out_path)
-    with torch.no_grad():
-        expected = wrapped(x)[1]
-    diff = (torch.as_tensor(run_exported(x)) - expected).abs().max().item()
+    x = data.test[0]
+    raw = data.normalisation.invert(x)  # the test split in the dataset's own units
+    run_exported = write(model, data.normalisation, format, raw[:2], out_path)
+    # against the model on the split it was scored on: a normalisation the export gets wrong shows here
+    diff = (run_exported(raw)[1] - probabilities(model, x)).abs().max().item()
     if not diff <= TOLERANCE:
         raise ConfigError(f"{out_path} disagrees with PyTorch: max |probability difference| {diff:.2e} "
                           f"> {TOLERANCE:g} on the test split")
-    print(f"wrote {out_path}: max |probability difference| vs PyTorch {diff:.1e} on {len(x)} test examples")
+    print(f"wrote {out_path}: max |probability difference| vs PyTorch {diff:.1e} on {len(x)} raw test examples")
 
 
-def to_onnx(model: nn.Module, example: Tensor, out: Path):
-    """Write `out` with a dynamic batch size; returns x -> probabilities through onnxruntime."""
+def write(model: nn.Module, normalisation: Normalisation, format: str, example: Tensor, out: Path) -> Runner:
+    """Write `model` behind `normalisation` as `format` to `out`, traced or exported on the raw `example`
+    batch; returns a function that runs the written file."""
+    module = RawInputs(model, normalisation, example.dim() - 1).eval()
+    return (to_onnx if format == "onnx" else to_torchscript)(module, example, out)
+
+
+def to_onnx(module: nn.Module, example: Tensor, out: Path) -> Runner:
+    """Write `out` with a dynamic batch size; runs it through onnxruntime."""
     try:
         import onnxruntime
         import onnxscript  # noqa: F401  (torch.onnx.export needs it)
     except ImportError as e:
         raise ConfigError(f"format=onnx needs {e.name}: pip install 'logitlab[onnx]'") from None
-    torch.onnx.export(model, (example,), str(out), input_names=["input"], output_names=["logits", "probabilities"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
+    # external_data=False: one self-contained file (the weights would otherwise go to a second, OUT.data)
+    torch.onnx.export(module, (example,), str(out), input_names=["input"], output_names=["logits", "probabilities"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
+                      verbose=False)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(["probabilities"], {"input": x.numpy()})[0]
+
+    def run(raw: Tensor) -> tuple[Tensor, Tensor]:
+        z, p = session.run(["logits", "probabilities"], {"input": np.ascontiguousarray(raw.numpy(), np.float32)})
+        return torch.from_numpy(z), torch.from_numpy(p)
+    return run
 
 
-def to_torchscript(model: nn.Module, example: Tensor, out: Path):
-    """Write `out` traced on `example`; returns x -> probabilities through the reloaded file."""
+def to_torchscript(module: nn.Module, example: Tensor, out: Path) -> Runner:
+    """Write `out` traced on `example` (the trace checks itself on it); runs the reloaded file."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, yet still what torchscript means
-        torch.jit.save(torch.jit.trace(model, example), str(out))
+        # nn.GRU's own input checks compare sizes in Python; they do not shape the traced graph
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
+        torch.jit.save(torch.jit.trace(module, example), str(out))
         loaded = torch.jit.load(str(out))
 
-    def run(x: Tensor) -> Tensor:
+    def run(raw: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            return loaded(x)[1]
+            return loaded(raw)
     return run
 
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from logitlab import ConfigError
@@ -156,6 +157,32 @@ class GRU(nn.Module):
         return self.head(h.flatten(1) if self.readout == "flatten" else h.mean(1))
 
 
+class Block(nn.Module):
+    """One pre-norm Transformer encoder layer: x + attention(norm(x)), then x + mlp(norm(x)). Written out
+    rather than nn.TransformerEncoderLayer, whose inference fast path takes another route under
+    torch.jit.trace (the trace then fails its own check) and whose batch size ONNX export fixes."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_ratio * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Heads are split with unflatten(-1, (heads, -1)), never with B or T read off x.shape: the traced
+        # and exported graphs then hold no batch size.
+        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1)).unbind(2)  # each (B, T, heads, hd)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, hd)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).flatten(2)))  # (B, T, dim)
+        return x + self.drop(self.mlp(self.norm2(x)))  # (B, T, dim)
+
+
 class Attention(nn.Module):
     """A small Transformer encoder (pre-norm). Tokens are non-overlapping patches, linearly embedded:
     `patch_size` x `patch_size` pixels of (C, H, W) images, `patch_size` positions of (C, L) sequences
@@ -181,18 +208,16 @@ class Attention(nn.Module):
         conv = nn.Conv2d if len(spatial) == 2 else nn.Conv1d
         self.embed = conv(input_shape[0], dim, patch_size, stride=patch_size)  # (B, dim, L/p) or (B, dim, H/p, W/p)
         tokens = math.prod(s // patch_size for s in spatial)
-        self.pool = pool
         self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
         self.pos = nn.Parameter(0.02 * torch.randn(1, tokens + (pool == "cls"), dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, mlp_ratio * dim, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = nn.Sequential(*(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         t = self.embed(x).flatten(2).transpose(1, 2)  # (B, tokens, dim)
         if self.cls is not None:
-            t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
-        t = self.norm(self.encoder(t + self.pos))
-        return self.head(t[:, 0] if self.cls is not None else t.mean(1))
+            # expand_as, not expand(len(t), ...): the batch size stays symbolic in traces and exports
+            t = torch.cat([self.cls.expand_as(t[:, :1]), t], dim=1)  # (B, 1 + tokens, dim)
+        t = self.norm(self.blocks(t + self.pos))  # (B, T, dim)
+        return self.head(t[:, 0] if self.cls is not None else t.mean(1))  # (B, num_classes)

@@ -4,12 +4,15 @@
   (or logitlab-predict)
 
   run=         a run directory (its checkpoints/best.pt, or checkpoint=last) or a checkpoint file
-  split=       train, val or test: the split of the run's own data to predict (default test)
-  input=       your own examples instead of a split:
-                 .npy / .csv  model inputs in the data's normalised units, one example per row, shaped
-                              (N, *input_shape) or flattened (N, prod(input_shape)); a CSV may have a header
-                 .png / .jpg  raw 8-bit images (or a directory of them) of the model's height x width,
-                              converted to its channels and normalised like the training data
+  split=       train, val or test: the split of the run's own (already normalised) data to predict
+               (default test)
+  input=       your own examples instead of a split, raw: in the units the dataset came in (0..16 pixel
+               counts for the digits, 0..255 for 8-bit images, MNIST-1D's own signal), normalised here
+               with the training split's per-channel mean and std (the run's metrics.json lists them)
+                 .npy / .csv  one example per row, shaped (N, *input_shape) or flattened
+                              (N, prod(input_shape)); a CSV may have a header; values must be finite
+                 .png / .jpg  8-bit images (or a directory of them) of the model's height x width,
+                              converted to its channels; 255 is the dataset's white (16 for the digits)
   out=         .csv (default RUN/predictions_<split or input name>.csv; - for stdout) or .npy (the
                probabilities alone, (N, num_classes) float64)
   top_k=       how many of the most probable classes to list (default 3)
@@ -97,8 +100,13 @@ def read_inputs(path: Path, data: SplitData) -> tuple[Tensor, list[str]]:
         return read_images([path], data), [path.name]
     if path.suffix.lower() not in (".npy", ".csv"):
         raise ConfigError(f"input={path} is not a .npy, .csv or image file ({', '.join(IMAGE_SUFFIXES)})")
-    x = fit_shape(read_array(path), data.input_shape, path)
-    return x, [str(i) for i in range(len(x))]
+    raw = fit_shape(read_array(path), data.input_shape, path)
+    finite = torch.isfinite(raw).flatten(1)  # (N, prod(input_shape))
+    if not finite.all():  # a NaN would come out as NaN probabilities, or as a confident wrong class
+        row = int((~finite.all(1)).nonzero()[0])
+        value = raw[row].flatten()[~finite[row]][0].item()
+        raise ConfigError(f"input={path}: row {row} (counting from 0) holds {value}; inputs must be finite numbers")
+    return data.normalisation(raw), [str(i) for i in range(len(raw))]
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -134,11 +142,11 @@ def fit_shape(array: np.ndarray, input_shape: tuple[int, ...], path: Path) -> Te
 
 
 def read_images(files: list[Path], data: SplitData) -> Tensor:
-    """Image files as (N, C, H, W) model inputs, normalised like the training data."""
+    """Image files as (N, C, H, W) model inputs: 8-bit pixels in the dataset's units, then normalised."""
     from PIL import Image, UnidentifiedImageError
 
     shape = data.input_shape
-    if len(shape) != 3 or shape[0] not in (1, 3):
+    if len(shape) != 3 or shape[0] not in (1, 3) or data.normalisation.pixel_max is None:
         raise ConfigError(f"image inputs need a model over 1- or 3-channel images; this run's inputs have "
                           f"shape {shape}; give a .npy or .csv input")
     channels, height, width = shape
@@ -153,17 +161,9 @@ def read_images(files: list[Path], data: SplitData) -> Tensor:
             raise ConfigError(f"input={path} is {img.width}x{img.height} pixels; the model takes "
                               f"{width}x{height} (width x height); resize it first")
         pixels.append(np.asarray(img, dtype=np.float32).reshape(height, width, channels))
-    x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)  # (N, C, H, W) in 0..255
-    return normalise_pixels(x, data.train[0])
-
-
-def normalise_pixels(pixels: Tensor, train_x: Tensor) -> Tensor:
-    """Map 0..255 onto the range each channel spans in the (normalised) training split. When the raw
-    training pixels span 0..max (0..255 for 8-bit datasets, 0..16 for the 8x8 digits) this is exactly
-    the training normalisation (raw - mean) / std, with 255 standing for the data's max."""
-    dims = [0] + list(range(2, train_x.dim()))
-    lo, hi = train_x.amin(dim=dims, keepdim=True), train_x.amax(dim=dims, keepdim=True)
-    return lo + pixels / 255.0 * (hi - lo)
+    pixels = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2)  # (N, C, H, W) in 0..255
+    raw = pixels * (data.normalisation.pixel_max / 255)  # exactly the pixels for 8-bit data; 0..16 for the digits
+    return data.normalisation(raw)
 
 
 def main(argv: list[str] | None = None) -> None:

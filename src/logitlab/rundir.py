@@ -47,8 +47,13 @@ def describe(changed: list[tuple[str, Any, Any]], limit: int = 6) -> str:
 
 def command(args: list[str], key: str, directory: Path) -> str:
     """The command line that continues this run or sweep: the same arguments, its directory pinned."""
-    program = Path(sys.argv[0]).name
-    head = [program] if program.startswith("logitlab-") else ["python", "-m", "logitlab.train"]
+    program = Path(sys.argv[0])
+    if program.name.startswith("logitlab-"):  # a console script
+        head = [program.name]
+    elif program.parent.name == "logitlab" and program.stem == "train":  # python -m logitlab.train
+        head = ["python", "-m", "logitlab.train"]
+    else:
+        head = ["python", str(program)]
     kept = [a for a in args if not a.startswith(f"{key}=")]
     return shlex.join(head + kept + [f"{key}={Path(directory).absolute()}"])
 

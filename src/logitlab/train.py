@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> float:
         if finished is not None:
             return finished
         _write_json(run_dir / "versions.json", _versions())
-        metrics = train(cfg, config, run_dir)
+        metrics = train(cfg, run_dir)
     except BaseException as e:  # the command that continues this run travels with whatever stopped it
         if not hasattr(e, "resume_at"):
             e.resume_at = ("hydra.run.dir", run_dir)
@@ -54,11 +54,12 @@ def run(cfg: DictConfig) -> float:
     return metrics[objective]
 
 
-def train(cfg: DictConfig, config: dict, run_dir: Path) -> dict:
+def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Build every component from `cfg`, fit, then score best.pt on the test split."""
     from logitlab import evaluation
     from logitlab.tensorboard_log import RunBoard
 
+    config = OmegaConf.to_container(cfg, resolve=True)
     parts = build.run(cfg)
     board = RunBoard(run_dir, hparams(cfg))
     try:

@@ -1,0 +1,387 @@
+"""The package's import graph (../shared/STYLE.md, "Examples to follow next"): no import cycles, nobody
+imports the entry points, the scoring and reporting code loads neither Hydra nor the trainer, and one module
+turns config into objects with Hydra's `instantiate`.
+
+Two views of the graph: what each module imports when it is imported alone in a fresh interpreter (an
+`__import__` hook records who imports whom and who first loaded each module), and a static scan (ast) of
+every import statement in src/, those inside functions included."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PACKAGES = ("logitlab", "hydra_plugins.logitlab_sweepers")
+ENTRY_POINTS = ("logitlab.train", "logitlab.predict", "logitlab.evaluate", "logitlab.export")
+# The scoring and reporting code, and what importing any of it must not load.
+SCORING_AND_REPORTING = ("logitlab.scoring", "logitlab.reports", "logitlab.objective", "logitlab.evaluation",
+                         "logitlab.tensorboard_log", "logitlab.hooks", "logitlab.rundir")
+NOT_FOR_SCORING = ("hydra", "omegaconf", "logitlab.trainer", *ENTRY_POINTS)
+# Where Hydra's instantiate may be called: one module of logitlab; the sweeper plugin builds Optuna's
+# samplers and pruners from their specs in two of its own.
+INSTANTIATE_IN = {"logitlab": {"logitlab.build"},
+                  "hydra_plugins.logitlab_sweepers": {"hydra_plugins.logitlab_sweepers._study",
+                                                      "hydra_plugins.logitlab_sweepers._pruning"}}
+
+
+def _ours(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in PACKAGES)
+
+
+def _package_of(name: str) -> str:
+    return next(p for p in sorted(PACKAGES, key=len, reverse=True) if name == p or name.startswith(p + "."))
+
+
+def package_modules() -> dict[str, Path]:
+    """module name -> file, for every .py file of the packages (a new module is covered without listing it)."""
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted(SRC.joinpath(*package.split(".")).rglob("*.py")):
+            parts = path.relative_to(SRC).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+MODULES = package_modules()
+
+
+# ------------------------------------------------------------------------------------ the static scan
+@dataclass(frozen=True)
+class Import:
+    importer: str
+    imported: str
+    where: str  # src/logitlab/x.py:12
+    module_level: bool  # False: inside a function (or under `if TYPE_CHECKING:`)
+
+
+def _walk(node: ast.AST, module_level: bool = True):
+    """Every node with whether it runs when the module is imported."""
+    for child in ast.iter_child_nodes(node):
+        yield child, module_level
+        lazy = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or (
+            isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test))
+        yield from _walk(child, module_level and not lazy)
+
+
+def _absolute(node: ast.ImportFrom, module: str, path: Path) -> str:
+    if not node.level:
+        return node.module or ""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+    return f"{base}.{node.module}" if node.module else base
+
+
+def _imported_names(node: ast.AST, module: str, path: Path) -> list[str]:
+    """The modules an import statement imports (parents included: `import a.b` runs a/__init__.py)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+        base = _absolute(node, module, path)
+        names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+    else:
+        return []
+    with_parents = set()
+    for name in names:
+        parts = name.split(".")
+        with_parents.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return sorted(with_parents)
+
+
+def _where(path: Path, node: ast.AST) -> str:
+    return f"{path.relative_to(ROOT)}:{node.lineno}"
+
+
+def static_imports() -> list[Import]:
+    found = []
+    for module, path in MODULES.items():
+        for node, module_level in _walk(ast.parse(path.read_text(), str(path))):
+            found += [Import(module, name, _where(path, node), module_level)
+                      for name in _imported_names(node, module, path) if name in MODULES and name != module]
+    return found
+
+
+STATIC = static_imports()
+
+
+# ------------------------------------------------------------------- fresh interpreters, one per module
+# Run as `python -c HOOK module out.json`. Records (importer, imported) for every import statement executed
+# by a package module while `module` is imported, and which module's import statement first loaded each
+# module in sys.modules (for the chain that explains why something got loaded).
+HOOK = r"""
+import builtins, importlib, itertools, json, sys, traceback
+
+target, out = sys.argv[1], sys.argv[2]
+PACKAGES = ("logitlab", "hydra_plugins.logitlab_sweepers")
+ours = lambda name: any(name == p or name.startswith(p + ".") for p in PACKAGES)
+edges, loaded_by = set(), {}
+real_import = builtins.__import__
+
+def tracking_import(name, globals=None, locals=None, fromlist=(), level=0):
+    importer = (globals or {}).get("__name__") or "?"
+    count = len(sys.modules)
+    try:
+        return real_import(name, globals, locals, fromlist, level)
+    finally:  # also when the import fails: what it loaded up to then still counts
+        if len(sys.modules) > count:  # inner imports attributed their own modules first
+            for new in list(itertools.islice(sys.modules, count, None)):
+                loaded_by.setdefault(new, importer)
+        if ours(importer):
+            absolute = name
+            if level:
+                package = globals.get("__package__") or importer.rpartition(".")[0]
+                base = package.rsplit(".", level - 1)[0] if level > 1 else package
+                absolute = f"{base}.{name}" if name else base
+            parts = absolute.split(".")
+            names = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+            names |= {f"{absolute}.{item}" for item in fromlist or () if f"{absolute}.{item}" in sys.modules}
+            edges.update((importer, n) for n in names if ours(n) and n != importer)
+
+builtins.__import__ = tracking_import
+try:
+    module, error = importlib.import_module(target), None
+except BaseException:  # what was recorded up to the failure still counts
+    module, error = None, traceback.format_exc(limit=-4)
+builtins.__import__ = real_import
+with open(out, "w") as f:
+    json.dump({"file": getattr(module, "__file__", None), "error": error, "edges": sorted(edges),
+               "loaded_by": loaded_by, "modules": sorted(sys.modules)}, f)
+"""
+
+
+@dataclass
+class Alone:
+    """What importing one module alone did."""
+
+    module: str
+    error: str | None  # the traceback's tail if the import failed
+    file: str | None = None
+    edges: tuple = ()
+    loaded_by: dict | None = None
+    modules: frozenset = frozenset()
+
+    def chain(self, name: str) -> str:
+        """`target -> ... -> name`: whose import statement loaded `name`, and whose loaded that, ..."""
+        chain, seen = [name], {name}
+        while chain[-1] in self.loaded_by and chain[-1] != self.module:
+            chain.append(self.loaded_by[chain[-1]])
+            if chain[-1] in seen:
+                break
+            seen.add(chain[-1])
+        if chain[-1] != self.module:  # a module whose own import failed is gone from sys.modules
+            chain.append(f"{self.module} -> ...")
+        return " -> ".join(reversed(chain))
+
+
+def _import_alone(module: str, out: Path) -> Alone:
+    # The checkout's src/ first, whatever else the environment has installed.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    proc = subprocess.run([sys.executable, "-c", HOOK, module, str(out)], capture_output=True, text=True,
+                          timeout=180, cwd=out.parent, env=env)
+    if not out.exists():
+        return Alone(module, f"exit {proc.returncode}: {proc.stderr[-1500:]}")
+    result = json.loads(out.read_text())
+    return Alone(module, result["error"], result["file"], tuple(map(tuple, result["edges"])), result["loaded_by"],
+                 frozenset(result["modules"]))
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory) -> dict[str, Alone]:
+    """Every package module imported alone, each in a fresh interpreter (in parallel, one per core)."""
+    folder = tmp_path_factory.mktemp("imports")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        futures = {m: pool.submit(_import_alone, m, folder / f"{m}.json") for m in MODULES}
+        return {m: f.result() for m, f in futures.items()}
+
+
+# --------------------------------------------------------------------------------------------- cycles
+def _cycles(edges: dict[tuple[str, str], list[str]]) -> list[list[str]]:
+    """One cycle (a, b, ..., a) for each strongly connected component that has one (Tarjan)."""
+    graph = defaultdict(set)
+    for a, b in edges:
+        graph[a].add(b)
+    index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph[v]:
+                components.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return [_shortest_cycle(graph, component) for component in components]
+
+
+def _shortest_cycle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """(start, ..., start) inside one strongly connected component, breadth first."""
+    start = min(component)
+    paths, frontier = {start: [start]}, [start]
+    while True:
+        for v in frontier:
+            if start in graph[v]:
+                return paths[v] + [start]
+        grown = []
+        for v in frontier:
+            for w in sorted(graph[v] & component):
+                if w not in paths:
+                    paths[w] = paths[v] + [w]
+                    grown.append(w)
+        frontier = grown
+
+
+def _describe(cycle: list[str], edges: dict[tuple[str, str], list[str]]) -> str:
+    steps = [cycle[0]] + [f"-> {b}  ({', '.join(edges[a, b])})" for a, b in zip(cycle, cycle[1:])]
+    return "\n    ".join(steps)
+
+
+def _edges(imports) -> dict[tuple[str, str], list[str]]:
+    edges = defaultdict(list)
+    for i in imports:
+        edges[i.importer, i.imported].append(i.where)
+    return edges
+
+
+def test_every_module_imports_alone_from_the_checkout(alone):
+    failed = [f"{m}:\n{a.error}" for m, a in alone.items() if a.error]
+    assert not failed, "importing a module alone in a fresh interpreter failed:\n" + "\n".join(failed)
+    elsewhere = [f"{m}: {a.file}" for m, a in alone.items() if a.file and not Path(a.file).resolve().is_relative_to(SRC)]
+    assert not elsewhere, f"imported from outside {SRC}:\n" + "\n".join(elsewhere)
+
+
+def test_no_import_cycle_at_import_time(alone):
+    """Module-level imports, as recorded in fresh interpreters and as written in the source."""
+    edges = _edges(i for i in STATIC if i.module_level)
+    for a in alone.values():
+        for importer, imported in a.edges:
+            edges[importer, imported].append("at import time")
+    edges = {e: sorted(set(w)) for e, w in edges.items()}
+    cycles = _cycles(edges)
+    assert not cycles, "import cycles at import time:\n  " + "\n  ".join(_describe(c, edges) for c in cycles)
+
+
+def test_no_import_cycle_through_logitlab_including_imports_inside_functions():
+    """A lazy import that closes a cycle hides the cycle from the interpreter, not from the reader: the
+    layers (entry points on top, helpers below) hold for every import statement. Cycles that stay inside
+    the sweeper plugin are its own business."""
+    edges = _edges(STATIC)
+    cycles = [c for c in _cycles(edges) if any(_package_of(m) == "logitlab" for m in c)]
+    assert not cycles, ("import cycles among logitlab modules (imports inside functions included):\n  "
+                        + "\n  ".join(_describe(c, edges) for c in cycles))
+
+
+# ------------------------------------------------------------------------------ the entry points on top
+def test_nothing_imports_an_entry_point(alone):
+    found = [f"{i.importer} imports {i.imported} ({i.where}{'' if i.module_level else ', inside a function'})"
+             for i in STATIC if i.imported in ENTRY_POINTS]
+    found += [f"{importer} imports {imported} (at import time of {a.module})"
+              for a in alone.values() for importer, imported in a.edges if imported in ENTRY_POINTS]
+    conf = SRC / "logitlab" / "conf"
+    for path in sorted(conf.rglob("*.yaml")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            target = re.search(r"_target_:\s*['\"]?([\w.]+)", line)
+            if target and any(target[1] == e or target[1].startswith(e + ".") for e in ENTRY_POINTS):
+                found.append(f"{path.relative_to(ROOT)}:{n} instantiates {target[1]}")
+    assert not found, ("the entry points (" + ", ".join(ENTRY_POINTS) + ") are the top floor; nothing may "
+                       "import them. Move what is shared into a module below them:\n  " + "\n  ".join(sorted(set(found))))
+
+
+# ----------------------------------------------------------------- scoring and reporting without Hydra
+@pytest.mark.parametrize("module", SCORING_AND_REPORTING)
+def test_scoring_and_reporting_load_neither_hydra_nor_the_trainer(alone, module):
+    a = alone[module]
+    loaded = [name for name in NOT_FOR_SCORING if name in a.modules]
+    assert not loaded, f"importing {module} alone loads {', '.join(loaded)}:\n  " + "\n  ".join(
+        a.chain(name) for name in loaded)
+    assert not a.error, f"importing {module} alone failed:\n{a.error}"
+
+
+@pytest.mark.parametrize("module", SCORING_AND_REPORTING)
+def test_scoring_and_reporting_import_neither_hydra_nor_the_trainer_even_inside_functions(module):
+    """The same, statically: no import statement of the module, or of a package module it imports
+    (inside functions too), names Hydra, OmegaConf, the trainer or an entry point."""
+    imports = defaultdict(list)  # importer -> [(imported, where)], package modules and what is forbidden
+    for path_module, path in MODULES.items():
+        for node, _ in _walk(ast.parse(path.read_text(), str(path))):
+            for name in _imported_names(node, path_module, path):
+                if (name in MODULES or name in NOT_FOR_SCORING) and name != path_module:
+                    imports[path_module].append((name, _where(path, node)))
+    chains, todo, found = {module: [module]}, [module], defaultdict(list)
+    while todo:  # breadth first: the shortest chain to each module
+        current = todo.pop(0)
+        for name, where in imports[current]:
+            if name in NOT_FOR_SCORING:
+                found[" -> ".join(chains[current] + [name])].append(where)
+            elif name not in chains:
+                chains[name] = chains[current] + [name]
+                todo.append(name)
+    assert not found, f"{module} reaches what scoring and reporting must not import:\n  " + "\n  ".join(
+        f"{chain}  ({', '.join(wheres)})" for chain, wheres in found.items())
+
+
+# ---------------------------------------------------------------------- one place for config -> objects
+def hydra_instantiate_uses(path: Path) -> list[str]:
+    """'file:line' of every call of Hydra's instantiate (or its alias `call`) in a file, however imported."""
+    tree = ast.parse(path.read_text(), str(path))
+    functions = {"instantiate", "call"}
+    names, modules, uses = set(), set(), []  # local names bound to the function / to hydra.utils or hydra
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                if (node.module == "hydra.utils" or node.module.startswith("hydra._internal.instantiate")) \
+                        and alias.name in functions:
+                    names.add(alias.asname or alias.name)
+                elif node.module == "hydra" and alias.name == "utils":
+                    modules.add(alias.asname or "utils")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "hydra" or alias.name.startswith("hydra.utils"):
+                    modules.add(alias.asname or "hydra")
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in names:
+            uses.append(_where(path, node))
+        elif isinstance(func, ast.Attribute) and func.attr in functions:
+            dotted = ast.unparse(func.value)
+            if dotted in modules or dotted in {f"{m}.utils" for m in modules}:
+                uses.append(_where(path, node))
+    return uses
+
+
+def test_one_module_turns_config_into_objects():
+    uses = {m: hydra_instantiate_uses(p) for m, p in MODULES.items()}
+    wrong = []
+    for package, allowed in INSTANTIATE_IN.items():
+        callers = {m for m, u in uses.items() if u and _package_of(m) == package}
+        wrong += [f"{m} calls hydra.utils.instantiate ({', '.join(uses[m])}); only {', '.join(sorted(allowed))} may"
+                  for m in sorted(callers - allowed)]
+    assert not wrong, "config is turned into objects in one place:\n  " + "\n  ".join(wrong)
+    assert uses["logitlab.build"], "logitlab.build no longer calls hydra.utils.instantiate; update INSTANTIATE_IN"
