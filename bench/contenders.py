@@ -35,9 +35,11 @@ def _clock(device: str):
 
 # ---------------------------------------------------------------------------------------------- logitlab
 def logitlab(model: nn.Module, data, batch_size: int, epochs: int, device: str = "cpu"):
-    """logitlab's Trainer at its defaults: TensorBoard, checkpoints, progress bar. Counts the checkpoint
-    files it writes in `logitlab.writes` (last.pt and best.pt, the initial and final ones included)."""
+    """logitlab's Trainer at its defaults, as the entry point runs it: TensorBoard (its RunBoard), checkpoints,
+    progress bar. Counts the checkpoint files it writes in `logitlab.writes` (last.pt and best.pt, the initial
+    and final ones included)."""
     from logitlab import checkpoint
+    from logitlab.tensorboard_log import RunBoard
     from logitlab.trainer import Trainer
 
     ends, save, logitlab.writes = [], checkpoint.save, 0
@@ -49,9 +51,11 @@ def logitlab(model: nn.Module, data, batch_size: int, epochs: int, device: str =
     checkpoint.save = counted_save
     try:
         with tempfile.TemporaryDirectory() as run_dir:
+            board = RunBoard(run_dir)
             Trainer(epochs=epochs, batch_size=batch_size, device=device).fit(
-                model, data, functools.partial(torch.optim.Adam, lr=LR), run_dir,
-                on_epoch_end=lambda epoch, metrics: ends.append(_clock(device)))
+                model, data, functools.partial(torch.optim.Adam, lr=LR), run_dir, board=board,
+                on_epoch_end=[lambda epoch, metrics: ends.append(_clock(device))])
+            board.close()
             steps = checkpoint.load(f"{run_dir}/checkpoints/last.pt")["optimizer"]["state"][0]["step"]
     finally:
         checkpoint.save = save

@@ -215,7 +215,7 @@ def main() -> None:
         "forward pass over val in one batch; the same initial weights (one torch model per row, deep-copied; "
         "copied into the Keras model and checked to give the same logits); Adam, lr 1e-3.",
         "",
-        "- **logitlab**: `Trainer(epochs, batch_size, device).fit(...)` at its defaults: TensorBoard scalars "
+        "- **logitlab**: `Trainer(epochs, batch_size, device).fit(..., board=RunBoard(run_dir))` at its defaults: TensorBoard scalars "
         "every epoch; checkpoints (torch.save + fsync + rename, on a background thread) after every epoch that "
         "ends 100 times the last write's CPU time after it, so every few epochs on the rows with the shortest "
         "epochs (last column: files written per run, last.pt and best.pt, initial and final ones included); "

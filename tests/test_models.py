@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import CONF
 from logitlab import ConfigError
-from logitlab.models import CNN, GRU, MLP, Attention, SoftmaxRegression
+from logitlab.models import CNN, GRU, MLP, Attention, Block, SoftmaxRegression
 
 MODEL_FILES = sorted((CONF / "model").glob("*.yaml"))
 SHAPES = {"digits": (1, 8, 8), "mnist1d": (1, 40), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -117,21 +117,18 @@ def test_every_model_traces_for_any_batch_size(model_file, shape):
             torch.testing.assert_close(traced(x), model(x), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("pool", ["cls", "mean"])
-def test_attention_blocks_compute_what_torchs_transformer_layer_computes(pool):
+def test_an_attention_block_computes_what_torchs_transformer_layer_computes():
     """The hand-written block is nn.TransformerEncoderLayer(norm_first=True, gelu): same weights, same output."""
     torch.manual_seed(0)
-    model = Attention((1, 40), 10, dim=16, depth=1, heads=4, patch_size=4, pool=pool).eval()
-    block = model.blocks[0]
-    reference = nn.TransformerEncoderLayer(16, 4, 32, 0.0, activation="gelu", batch_first=True, norm_first=True).eval()
+    block = Block(dim=16, heads=4, mlp_ratio=2, dropout=0.0).eval()
+    reference = nn.TransformerEncoderLayer(16, 4, 32, 0.0, activation="gelu", batch_first=True,
+                                           norm_first=True).eval()
     with torch.no_grad():
-        for ours, theirs in ((block.qkv, reference.self_attn.in_proj_weight), (block.proj, reference.self_attn.out_proj),
-                             (block.mlp[0], reference.linear1), (block.mlp[3], reference.linear2),
-                             (block.norm1, reference.norm1), (block.norm2, reference.norm2)):
-            if isinstance(theirs, nn.Parameter):  # MultiheadAttention keeps q, k, v as one (3 dim, dim) matrix
-                theirs.copy_(ours.weight)
-                reference.self_attn.in_proj_bias.copy_(ours.bias)
-            else:
-                theirs.load_state_dict(ours.state_dict())
+        reference.self_attn.in_proj_weight.copy_(block.qkv.weight)  # q, k, v as one (3 dim, dim) matrix
+        reference.self_attn.in_proj_bias.copy_(block.qkv.bias)
+        for ours, theirs in ((block.proj, reference.self_attn.out_proj), (block.mlp[0], reference.linear1),
+                             (block.mlp[3], reference.linear2), (block.norm1, reference.norm1),
+                             (block.norm2, reference.norm2)):
+            theirs.load_state_dict(ours.state_dict())
         t = torch.randn(5, 11, 16)  # (B, T, dim)
         torch.testing.assert_close(block(t), reference(t), atol=1e-5, rtol=1e-5)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -167,7 +167,7 @@ class Alone:
     error: str | None  # the traceback's tail if the import failed
     file: str | None = None
     edges: tuple = ()
-    loaded_by: dict | None = None
+    loaded_by: dict = field(default_factory=dict)
     modules: frozenset = frozenset()
 
     def chain(self, name: str) -> str:

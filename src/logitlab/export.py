@@ -56,7 +56,7 @@ class RawInputs(nn.Module):
 def export(run: str, checkpoint: str, format: str, out: str) -> None:
     if format not in SUFFIXES:
         raise UsageError(f"format={format!r} is not known; valid: {', '.join(SUFFIXES)}")
-    if out and not Path(out).parent.is_dir():  # before minutes of loading and tracing, not after
+    if out and not Path(out).parent.is_dir():  # now, not after the model is loaded and traced
         raise ConfigError(f"out={out}: folder {Path(out).parent} does not exist")
     path = checkpoint_path(run, checkpoint)
     model, data, _ = load_run(path)
@@ -86,10 +86,15 @@ def to_onnx(module: nn.Module, example: Tensor, out: Path) -> Runner:
         import onnxscript  # noqa: F401  (torch.onnx.export needs it)
     except ImportError as e:
         raise ConfigError(f"format=onnx needs {e.name}: pip install 'logitlab[onnx]'") from None
-    # external_data=False: one self-contained file (the weights would otherwise go to a second, OUT.data)
-    torch.onnx.export(module, (example,), str(out), input_names=["input"], output_names=["logits", "probabilities"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
-                      verbose=False)
+    with warnings.catch_warnings():
+        # torch's deprecations inside its own exporter, and nn.GRU's weight list, which it re-assigns on
+        # every forward: noise to a user, and the written file is checked against PyTorch by the caller
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", r"The tensor attributes .*_flat_weights", UserWarning)
+        # external_data=False: one self-contained file (the weights would otherwise go to a second, OUT.data)
+        torch.onnx.export(module, (example,), str(out), input_names=["input"], output_names=["logits", "probabilities"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
+                          verbose=False)
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
 
     def run(raw: Tensor) -> tuple[Tensor, Tensor]:

@@ -16,17 +16,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+
+from ._errors import SweepError  # noqa: F401  (raised by the sweeper's parts, which import it from here)
 
 log = logging.getLogger("logitlab.sweep")
 
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-
-
-class SweepError(CompactHydraException):
-    """A user's error or a sweep that did not go through (a job failed): one line, no traceback. An
-    exception, as Hydra's own sweepers raise a failed job's, so code that calls Hydra can catch it."""
 
 
 def quote(text: str) -> str:

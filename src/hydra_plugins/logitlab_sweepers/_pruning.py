@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ._errors import SweepError
+
 log = logging.getLogger("logitlab.sweep")
 
 # The pruners known by name. `median` waits for 5 finished trials and never judges a trial in its first
@@ -33,8 +35,6 @@ def storage_of(sweeper_storage: Optional[str], sweep_dir: Path) -> str:
 
 def pruner_spec(pruner: Any) -> Optional[dict]:
     """The pruner as a {_target_: ...} mapping (a name is looked up in PRUNERS); None for no pruner."""
-    from ._jobs import SweepError
-
     if pruner in (None, "none"):
         return None
     if isinstance(pruner, str):

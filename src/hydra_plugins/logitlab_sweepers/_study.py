@@ -28,17 +28,21 @@ class _GridSampler(optuna.samplers.GridSampler):
         pass
 
 
+# The samplers known by name; any other is given as {_target_: optuna.samplers.NAME, ...}.
+SAMPLERS = {"random": {"_target_": "optuna.samplers.RandomSampler"},
+            "tpe": {"_target_": "optuna.samplers.TPESampler"}}
+
+
 def make_sampler(name: Any, space: _search_space.SearchSpace, seed: Optional[int]) -> Any:
-    if isinstance(name, dict):
-        return instantiate(name)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "grid":
+    if name == "grid":  # needs the search space's every value
         return _GridSampler(space.grid(), seed=seed)
-    raise SweepError(f"hydra.sweeper.sampler={name!r}; valid: null (a grid), random, tpe, grid, "
-                     f"or {{_target_: optuna.samplers.NAME, ...}}")
+    spec = dict(name) if isinstance(name, dict) else SAMPLERS.get(name)
+    if spec is None:
+        raise SweepError(f"hydra.sweeper.sampler={name!r}; valid: null (a grid), random, tpe, grid, "
+                         f"or {{_target_: optuna.samplers.NAME, ...}}")
+    if seed is not None and "seed" not in spec:
+        spec["seed"] = seed
+    return instantiate(spec)
 
 
 def open_study(storage: str, name: str, direction: str, spec: dict) -> optuna.Study:
