@@ -59,9 +59,10 @@ def test_tensorboard_events_hold_every_epoch_and_the_hparams(default_run):
     assert hp["optim.lr"] == pytest.approx(0.01)  # an override lands as its own column
     assert not list(run_dir.glob("*/events.out.tfevents.*")), "HParams must not go to a sub-run"
     tags = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload().Tags()
-    for prefix in ("test", "test_best"):  # the evaluation figures, for the final and the best weights
-        assert {f"{prefix}/confusion_matrix", f"{prefix}/reliability"} <= set(tags["images"])
-        assert f"{prefix}/max_prob" in tags["histograms"]
+    # the evaluation figures, of one set of weights (best.pt's, which test/acc scores) and of no other
+    assert {"test/confusion_matrix", "test/reliability"} <= set(tags["images"])
+    assert all(tag.startswith("test/") for tag in tags["images"])
+    assert "test/max_prob" in tags["histograms"]
     assert tags["graph"]
 
 

@@ -93,6 +93,7 @@ class Zoo:
         self._procs: set[subprocess.Popen] = set()
         self._procs_lock, self._mnist1d_lock = threading.Lock(), threading.Lock()
         self._closing = False
+        self._loaded: dict[tuple[str, str], tuple] = {}
         for model, data in sorted(trained, key=lambda md: PRIORITY[(*md, "train")]):
             self._submit((model, data, "train"), self._train, model, data)
         for model, data, way in sorted(wanted):
@@ -104,6 +105,15 @@ class Zoo:
 
     def run_dir(self, model: str, data: str, way: str = "train") -> Path:
         return self.base / f"{model}-{data}-{way}"
+
+    def loaded(self, model: str, data: str):
+        """The trained run's PyTorch model and data (load_run), loaded once for both exports."""
+        with self._procs_lock:
+            if (model, data) not in self._loaded:
+                from logitlab.runs import load_run
+
+                self._loaded[(model, data)] = load_run(self.run_dir(model, data))[:2]
+            return self._loaded[(model, data)]
 
     def result(self, cell):
         return self.futures[cell].result(timeout=3 * SUBPROCESS_TIMEOUT)
@@ -360,9 +370,7 @@ def check_export(zoo: Zoo, model: str, data: str, format: str) -> None:
     assert "max |probability difference|" in done.stdout, done.explain()
     run = zoo.run_dir(model, data)
 
-    from logitlab.runs import load_run
-
-    pytorch, split, _ = load_run(run)
+    pytorch, split = zoo.loaded(model, data)
     x_all = split.test[0]
     assert tuple(x_all.shape[1:]) == DATASETS[data]
     if format == "torchscript":

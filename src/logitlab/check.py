@@ -220,7 +220,8 @@ def _check_promise(run_dir: Path, task: DictConfig) -> None:
     """A run directory belongs to the config that made it: another config is refused before Hydra
     overwrites the saved one, naming the keys that differ."""
     saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    trained = any((run_dir / "checkpoints").glob("*.pt"))
+    if not saved.is_file() or not trained:  # nothing trained there yet: a corrected command may take it
         return
     changed = rundir.changed_keys(OmegaConf.to_container(OmegaConf.load(saved), resolve=True),
                                   OmegaConf.to_container(task, resolve=True))

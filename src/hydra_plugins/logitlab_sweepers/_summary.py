@@ -111,7 +111,7 @@ def write_best(job: Job, path: Path, objective: str, direction: str, loader) -> 
         f"# The best job of the sweep in {path.parent}: #{job.number}, "
         f"{objective} = {job.value:.6g} ({direction}).",
         f"# Its overrides: {' '.join(job.overrides) or '(none)'}",
-        "# As an experiment: copy this file to <config dir>/experiment/NAME.yaml and run with experiment=NAME.",
+        "# As an experiment: copy this file to DIR/experiment/NAME.yaml and run with -cd DIR experiment=NAME.",
         f"# The job's own config: --config-path {saved} --config-name config",
     ]
     path.write_text("\n".join(header) + "\n" + OmegaConf.to_yaml(preset))

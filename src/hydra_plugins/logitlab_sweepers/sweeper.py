@@ -73,7 +73,8 @@ class LogitlabSweeper(Sweeper):
         from logitlab import rundir
 
         saved = sweep_dir / "multirun.yaml"
-        if not saved.is_file():
+        launched = (sweep_dir / "summary.csv").exists() or any((d / ".hydra").is_dir() for d in sweep_dir.glob("*"))
+        if not saved.is_file() or not launched:  # nothing ran there yet: a corrected command may take it
             return
         old = OmegaConf.load(saved)
         settings = lambda cfg: {f"hydra.sweeper.{k}": OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get(k)
