@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,onnx]'
 	touch $@
 
 train: install        ## the default experiment: softmax regression on 8x8 digits
@@ -27,7 +27,7 @@ tb: install           ## TensorBoard over every run and sweep
 	$(VENV)/bin/tensorboard --logdir . --reload_multifile true
 
 bench: install        ## logitlab's trainer vs a hand-written loop, Lightning and Keras, side by side
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,onnx,bench]'
 	$(PY) bench/run.py
 
 experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity  ## every study in experiments/ (~40 min)

@@ -160,12 +160,19 @@ def _ceilings(rows, times) -> list[str]:
             + ", ".join(f"{label} {r:.2f}" for label, r in pairs) + ".", ""]
 
 
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except Exception:  # a contender left out of this run need not be installed
+        return "(not installed)"
+
+
 def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     gpu = f"{torch.cuda.get_device_name(device)}; " if device.startswith("cuda") else ""
-    versions = ", ".join(f"{p} {version(p)}" for p in ("torch", "lightning", "keras"))
+    versions = ", ".join(f"{p} {_version(p)}" for p in ("torch", "lightning", "keras"))
     return (f"{gpu}{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
             f"Python {platform.python_version()}, {versions}")
 

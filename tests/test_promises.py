@@ -189,7 +189,8 @@ def test_readme_interval_syntax_runs_an_optuna_study(tmp_path):
 
 
 def no_job_ran(cwd: Path) -> bool:
-    return not list(cwd.rglob("metrics.json")) and not list(cwd.rglob("last.pt"))
+    """No job directory: no job's config (.hydra/), checkpoint or metrics anywhere under `cwd`."""
+    return not any(list(cwd.rglob(name)) for name in ("metrics.json", "last.pt", ".hydra"))
 
 
 def test_every_value_of_a_swept_key_is_checked_before_the_first_job(tmp_path):
@@ -242,7 +243,7 @@ def test_ctrl_c_of_a_run_prints_the_command_that_resumes_it_in_the_same_director
 
 @pytest.mark.slow
 def test_ctrl_c_of_a_grid_sweep_resumes_it_without_retraining_finished_jobs(tmp_path):
-    proc = start("-m", "seed=0,1,2", *SLOW, "trainer.epochs=3", cwd=tmp_path)
+    proc = start("-m", "seed=0,1,2", *SLOW, "trainer.epochs=4", cwd=tmp_path)
     job1 = lambda: list(tmp_path.glob("multirun/*/*/1/checkpoints/last.pt"))  # noqa: E731
     wait_until(lambda: any(epochs_done(p) >= 1 for p in job1()), proc, what="job 1's first epoch")
     proc.send_signal(signal.SIGINT)
@@ -264,7 +265,7 @@ def test_ctrl_c_of_a_grid_sweep_resumes_it_without_retraining_finished_jobs(tmp_
     assert sorted(n for n in after if "tfevents" in n) == sorted(n for n in before if "tfevents" in n)
     resumed = [line for line in r.stderr.splitlines() if "resuming from epoch" in line]
     assert len(resumed) == 1 and str(sweep_dir / "1" / "checkpoints") in resumed[0], r.stderr[-3000:]
-    assert metrics(sweep_dir / "1")["epochs"] == 3
+    assert metrics(sweep_dir / "1")["epochs"] == 4
 
 
 # ---------------------------------------------------------------------------------------- 5. joblib

@@ -74,13 +74,23 @@ class Done:
     stderr: str
     seconds: float
 
+    def error_line(self) -> str:
+        """The exception of a traceback (its first line), else stderr's last line."""
+        lines = self.stderr.splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+        if starts:
+            after = [line for line in lines[starts[-1] + 1:] if line.strip() and not line[0].isspace()]
+            if after:
+                return after[0]
+        return next((line for line in reversed(lines) if line.strip()), "")
+
     def explain(self) -> str:
-        return f"$ {shlex.join(self.argv)}\nexit {self.returncode} after {self.seconds:.1f}s\n" \
-               f"--- stdout (tail)\n{self.stdout[-2000:]}\n--- stderr (tail)\n{self.stderr[-4000:]}"
+        return f"{self.error_line()[:500]}\n$ {shlex.join(self.argv)}\nexit {self.returncode} after " \
+               f"{self.seconds:.1f}s\n--- stdout (tail)\n{self.stdout[-2000:]}\n--- stderr (tail)\n{self.stderr[-3000:]}"
 
 
 class Zoo:
-    """Runs the selected cells' processes on `workers` threads, in PRIORITY order; `future(cell)` is what
+    """Runs the selected cells' processes on `workers` threads, in PRIORITY order; `result(cell)` is what
     the cell's process(es) left (a Done, or for resume a dict of them)."""
 
     def __init__(self, base: Path, wanted: set[tuple[str, str, str]], workers: int):
@@ -108,12 +118,11 @@ class Zoo:
 
     def loaded(self, model: str, data: str):
         """The trained run's PyTorch model and data (load_run), loaded once for both exports."""
-        with self._procs_lock:
-            if (model, data) not in self._loaded:
-                from logitlab.runs import load_run
+        if (model, data) not in self._loaded:  # the tests' thread only
+            from logitlab.runs import load_run
 
-                self._loaded[(model, data)] = load_run(self.run_dir(model, data))[:2]
-            return self._loaded[(model, data)]
+            self._loaded[(model, data)] = load_run(self.run_dir(model, data))[:2]
+        return self._loaded[(model, data)]
 
     def result(self, cell):
         return self.futures[cell].result(timeout=3 * SUBPROCESS_TIMEOUT)

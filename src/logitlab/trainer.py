@@ -406,8 +406,21 @@ def _channels_last(data: SplitData) -> SplitData:
     return replace(data, train=nhwc(data.train), val=nhwc(data.val), test=nhwc(data.test))
 
 
+class _NoBar:
+    def set_postfix_str(self, *args, **kwargs) -> None: ...
+    def update(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+
+
 def _progress_bar(enabled: bool, total: int, initial: int):
+    """tqdm's bar on a terminal; nothing otherwise (a log file gets lines, not a bar)."""
+    if not (enabled and sys.stderr.isatty()):
+        return _NoBar()
+    import threading
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True,
-                disable=not (enabled and sys.stderr.isatty()))
+    # A thread lock, not tqdm's default multiprocessing one: a sweep's worker processes that are stopped
+    # (Ctrl-C) would leave that one's semaphore behind, and one process needs no more.
+    tqdm.set_lock(threading.RLock())
+    return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True)
