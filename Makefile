@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install train test test-all tb bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity
+.PHONY: install train test test-all tb tb-check bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ test-all: install     ## every test, including those marked slow
 
 tb: install           ## TensorBoard over every run and sweep
 	$(VENV)/bin/tensorboard --logdir . --reload_multifile true
+
+tb-check: install     ## HParams over a real sweep, read in headless Chromium (installs chromium and playwright)
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(PY) -m pip install -q playwright
+	$(PY) tools/tb_check.py $(ARGS)
 
 bench: install        ## logitlab's trainer vs a hand-written loop, Lightning and Keras, side by side
 	$(PY) -m pip install -q -e '.[dev,onnx,bench]'

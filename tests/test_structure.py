@@ -23,10 +23,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGES = ("logitlab", "hydra_plugins.logitlab_sweepers")
-ENTRY_POINTS = ("logitlab.train", "logitlab.predict", "logitlab.evaluate", "logitlab.export")
+ENTRY_POINTS = ("logitlab.train", "logitlab.predict", "logitlab.evaluate", "logitlab.export", "logitlab.summary")
 # The scoring and reporting code, and what importing any of it must not load.
 SCORING_AND_REPORTING = ("logitlab.scoring", "logitlab.reports", "logitlab.objective", "logitlab.evaluation",
-                         "logitlab.tensorboard_log", "logitlab.hooks", "logitlab.rundir")
+                         "logitlab.tensorboard_log", "logitlab.hooks", "logitlab.rundir", "logitlab.sweep_table",
+                         "logitlab.sweep_plots")
 NOT_FOR_SCORING = ("hydra", "omegaconf", "logitlab.trainer", *ENTRY_POINTS)
 # Where Hydra's instantiate may be called: one module of logitlab; the sweeper plugin builds Optuna's
 # samplers and pruners from their specs in two of its own.

@@ -166,15 +166,18 @@ class Zoo:
         args = [f"model={model}", f"data={data}", f"trainer.epochs={epochs}", f"trainer.batch_size={RESUME_BATCH}",
                 f"hydra.run.dir={run}"]
         argv = [sys.executable, "-m", "logitlab.train", *args]
-        proc = self._popen(argv)
+        logs = [self.base / f"{run.name}.{stream}" for stream in ("stdout", "stderr")]
         started = time.monotonic()
-        try:
-            epoch_at_signal = _wait_for_epoch(run / "checkpoints" / "last.pt", 1, proc)
-            if epoch_at_signal is not None:
-                proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
-        finally:
-            self._reap(proc)
+        with open(logs[0], "w") as out_file, open(logs[1], "w") as err_file:  # files: no pipe to fill while we wait
+            proc = self._popen(argv, stdout=out_file, stderr=err_file)
+            try:
+                epoch_at_signal = _wait_for_epoch(run / "checkpoints" / "last.pt", 1, proc)
+                if epoch_at_signal is not None:
+                    proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=SUBPROCESS_TIMEOUT)
+            finally:
+                self._reap(proc)
+        out, err = (path.read_text() for path in logs)
         stopped = Done(argv, proc.returncode, out, err, time.monotonic() - started)
         result = {"run": run, "epochs": epochs, "epoch_at_signal": epoch_at_signal, "stopped": stopped,
                   "command": None, "resumed": None}
@@ -201,10 +204,10 @@ class Zoo:
             self._reap(proc)
         return Done(argv, proc.returncode, out, err, time.monotonic() - started)
 
-    def _popen(self, argv: list[str]) -> subprocess.Popen:
+    def _popen(self, argv: list[str], stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
         if self._closing:
             raise RuntimeError("the zoo is closing")
-        proc = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=stdout, stderr=stderr, text=True)
         with self._procs_lock:
             self._procs.add(proc)
         return proc
@@ -212,7 +215,7 @@ class Zoo:
     def _reap(self, proc: subprocess.Popen) -> None:
         if proc.poll() is None:  # a timeout or an error here: do not leave it running
             proc.kill()
-            proc.communicate()
+            proc.communicate()  # (returns at once for a process writing to files)
         with self._procs_lock:
             self._procs.discard(proc)
 

@@ -14,10 +14,10 @@ yet (it waits in memory), so best.pt is exact whatever ends the run.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import shutil
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +28,7 @@ import torch
 from logitlab import ConfigError
 
 TMP_SUFFIX = ".tmp"
+log = logging.getLogger("logitlab")
 
 
 class CheckpointError(ConfigError):
@@ -88,7 +89,7 @@ def latest(checkpoint_dir: Path) -> dict | None:
             states.append(load(path))
         except CheckpointError as e:
             errors.append(str(e))
-            print(f"warning: {e}; falling back to an older checkpoint", file=sys.stderr)
+            log.warning(f"{e}; falling back to an older checkpoint")
     if candidates and not states:
         raise CheckpointError(f"no checkpoint in {checkpoint_dir} loads ({'; '.join(errors)}); "
                               f"move the directory away to start afresh")

@@ -23,14 +23,18 @@ def final_metrics(model: nn.Module, data: SplitData, run_dir: Path, record, obje
     x, y = (t.to(device) for t in data.test)
     test_loss, test_acc = loss_and_accuracy(model, x, y)
     epochs = len(record.history)
-    if board is not None:
-        board.test(model, x, y, data.class_names, epochs, {"test/acc": test_acc, "test/loss": test_loss}, figures)
     chosen = record.best or dict(record.history[-1], epoch=epochs)  # no epoch improved on NaN
+    if board is not None:  # best/: the values the run returns and a sweep ranks by, as HParams metrics
+        scores = {"test/acc": test_acc, "test/loss": test_loss}
+        best = {"val/acc": chosen["val/acc"], "val/loss": chosen["val/loss"], **scores}
+        board.test(model, x, y, data.class_names, epochs, {**scores, **{f"best/{k}": v for k, v in best.items()}},
+                   figures)
     return {
         "objective": objective.name, "direction": objective.direction,
         "test/acc": test_acc, "test/loss": test_loss,
         **{k: chosen[k] for k in ("val/acc", "val/loss", "train/acc", "train/loss")},
-        "best_epoch": chosen["epoch"], "epochs": epochs, "train_seconds": round(record.train_seconds, 3),
+        "best_epoch": chosen["epoch"], "epochs": epochs, "stopped_early": record.stopped_early,
+        "train_seconds": round(record.train_seconds, 3),
         "params": sum(p.numel() for p in model.parameters()),
         "normalisation": {"mean": data.normalisation.mean.tolist(), "std": data.normalisation.std.tolist()},
     }

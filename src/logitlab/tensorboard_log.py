@@ -1,6 +1,13 @@
 """Everything a run writes for TensorBoard, in the run's own directory: per-epoch scalars (and weight
 histograms), the HParams entry, and after training the test scores, figures and model graph of the
-weights that were scored. Figures never fail a run: one that cannot be drawn costs itself and a warning."""
+weights that were scored. Figures never fail a run: one that cannot be drawn costs itself and a warning.
+
+HParams over a sweep directory: each run writes only its session start info (its hyperparameters, typed
+and flattened) and, when it ends, a session end info (its status). No run writes an `_hparams_/experiment`:
+TensorBoard takes the first one it finds, so one run's columns would hide the others'. Without it the
+hparams plugin (backend_context._compute_experiment_from_runs) builds the experiment itself: the union of
+every session's hparams, and every scalar tag of those runs as a metric, shown at its last value; the
+`best/` tags hold the values the run returns and the sweeper ranks by."""
 from __future__ import annotations
 
 import sys
@@ -14,7 +21,9 @@ from torch import Tensor, nn
 from logitlab import reports
 from logitlab.scoring import probabilities
 
-HPARAM_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss")
+# HParams has four statuses (api.proto: UNKNOWN, SUCCESS, FAILURE, RUNNING); a pruned trial is not a
+# success, so it is FAILURE there, told apart from a failed one by its `status/pruned` scalar.
+STATUSES = {"COMPLETE": "STATUS_SUCCESS", "PRUNED": "STATUS_FAILURE", "FAIL": "STATUS_FAILURE"}
 
 
 def warn(message: str) -> None:
@@ -52,14 +61,16 @@ class RunBoard:
 
     def test(self, model: nn.Module, x: Tensor, y: Tensor, class_names: list[str], step: int,
              scores: dict, figures: bool) -> None:
-        """The test scores of `model` (the weights of best.pt) under test/, with its figures and graph."""
+        """The end of a finished run: `scores` (test/ scores of `model`, the weights of best.pt, and the
+        best/ values the run returns) as scalars, its figures and graph, and the HParams status SUCCESS."""
         if self.writer is None:
             self.start(step)
-        for tag, value in scores.items():
+        for tag, value in {**scores, "status/pruned": 0.0}.items():
             self.writer.add_scalar(tag, value, step)
         if figures:
             self._guarded("test figures", lambda: log_figures(self.writer, model, x, y, class_names, step, "test"))
             self._guarded("model graph", lambda: log_graph(self.writer, model, x))
+        self.writer.file_writer.add_summary(_session_end("COMPLETE"), step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -73,13 +84,83 @@ class RunBoard:
             warn(f"{what} left out of TensorBoard ({type(e).__name__}: {_first_line(e)})")
 
     def _write_hparams(self) -> None:
-        """The HParams entry, in the run's own directory (not the timestamped sub-run that
+        """The HParams session start, in the run's own directory (not the timestamped sub-run that
         SummaryWriter.add_hparams makes) so TensorBoard over a sweep directory compares every run."""
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
+        self.writer.file_writer.add_summary(_session_start(self.hparams))
 
-        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.hparams.items()}
-        for summary in hparams_summary(clean, {tag: 0.0 for tag in HPARAM_METRICS}):
-            self.writer.file_writer.add_summary(summary)
+
+def record_status(run_dir: str | Path, status: str, step: int = 0) -> None:
+    """Append how a job ended to its run's TensorBoard events: `status` is COMPLETE, PRUNED or FAIL
+    (Optuna's names); INTERRUPTED and RUNNING (a job that will resume) write nothing, nor does a job that
+    never started a run here. TensorBoard keeps a run's first session end info, and a finished run wrote
+    COMPLETE itself, with its scores, so calling this after every job is safe."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if status not in (*STATUSES, "INTERRUPTED", "RUNNING"):
+        raise ValueError(f"status={status!r}: expected one of {', '.join(STATUSES)}")
+    if status not in ("PRUNED", "FAIL") or not any(Path(run_dir).glob("events.out.tfevents.*")):
+        return
+    writer = SummaryWriter(str(run_dir))
+    try:
+        writer.add_scalar("status/pruned", float(status == "PRUNED"), step)
+        writer.file_writer.add_summary(_session_end(status), step)
+    finally:
+        writer.close()
+
+
+def flat_hparams(hparams: dict) -> dict:
+    """HParams columns: nested dicts by dotted key; a list keeps its string (`model.hidden` "[64, 32]") and
+    adds its depth and each element (`model.hidden.depth` 2, `model.hidden.0` 64, `model.hidden.1` 32);
+    None becomes "none". Numbers and booleans stay what they are."""
+    out = {}
+    for key, value in hparams.items():
+        if isinstance(value, dict):
+            out.update(flat_hparams({f"{key}.{k}": v for k, v in value.items()}))
+        elif isinstance(value, (list, tuple)):
+            out[key] = str(list(value))
+            out[f"{key}.depth"] = len(value)
+            out.update(flat_hparams({f"{key}.{i}": v for i, v in enumerate(value)}))
+        elif value is None:
+            out[key] = "none"
+        elif isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _session_start(hparams: dict):
+    from google.protobuf.struct_pb2 import Value
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    info = plugin_data_pb2.SessionStartInfo()
+    for key, value in flat_hparams(hparams).items():
+        if isinstance(value, bool):  # before int: True is an int
+            info.hparams[key].CopyFrom(Value(bool_value=value))
+        elif isinstance(value, (int, float)):
+            info.hparams[key].CopyFrom(Value(number_value=value))
+        else:
+            info.hparams[key].CopyFrom(Value(string_value=value))
+    return _hparams_summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(
+        session_start_info=info, version=metadata.PLUGIN_DATA_VERSION))
+
+
+def _session_end(status: str):
+    import time
+
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    info = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(STATUSES[status]), end_time_secs=time.time())
+    return _hparams_summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(
+        session_end_info=info, version=metadata.PLUGIN_DATA_VERSION))
+
+
+def _hparams_summary(tag: str, data):
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import metadata
+
+    plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=data.SerializeToString())
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
 
 
 def _first_line(e: BaseException) -> str:

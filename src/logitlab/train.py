@@ -3,6 +3,7 @@ optimizer and trainer from it, train, score the test split, and leave everything
 
   .hydra/            the composed config and the overrides
   metrics.json       final metrics (test/acc, test/loss, the best epoch's val/acc and val/loss, epochs, ...)
+  history.csv        one row per epoch (losses, accuracies, lr, seconds); train.log the same as lines
   checkpoints/       last.pt (every epoch) and best.pt (the best epoch by trainer.objective)
   events.out.tfevents.*   TensorBoard scalars, the HParams entry, and test/ scores and figures of best.pt
 
@@ -61,10 +62,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     config = OmegaConf.to_container(cfg, resolve=True)
     parts = build.run(cfg)
+    _epoch_lines_or_bar(parts.trainer.progress)
     board = RunBoard(run_dir, hparams(cfg))
+    history = HistoryFile(run_dir / "history.csv")
     try:
         record = parts.trainer.fit(parts.model, parts.data, parts.optimizer, run_dir, schedule=parts.schedule,
-                                   seed=cfg.seed, config=config, board=board, on_epoch_end=(hooks.epoch_ended,))
+                                   seed=cfg.seed, config=config, board=board,
+                                   on_epoch_end=(history.write, hooks.epoch_ended))
         return evaluation.final_metrics(parts.model, parts.data, run_dir, record, parts.objective, board,
                                         figures=cfg.trainer.get("figures", True))
     finally:
@@ -83,11 +87,43 @@ def _finished_result(run_dir: Path, config: dict) -> float | None:
     if changed:
         raise ConfigError(f"{run_dir} holds a finished run of another config ({rundir.describe(changed)}); "
                           f"rerun with its values, or give another run directory")
-    if metrics.get("epochs", 0) < config["trainer"]["epochs"]:
+    if metrics.get("epochs", 0) < config["trainer"]["epochs"] and not metrics.get("stopped_early"):
         return None  # asked to train longer: fit resumes from last.pt
     objective = metrics.get("objective", config["trainer"]["objective"])
     log.info(f"{run_dir} has finished already: {objective} {metrics[objective]:.4f}")
     return metrics[objective]
+
+
+def _epoch_lines_or_bar(progress: bool) -> None:
+    """Per-epoch lines always reach train.log; on a terminal with the progress bar they stay off the
+    console, where the bar says the same. Python's warnings go to the log too."""
+    logging.captureWarnings(True)
+    if not (progress and sys.stderr.isatty()):
+        return
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # the console, not the file (a FileHandler subclass)
+            handler.addFilter(lambda record: record.name != "logitlab.epochs")
+
+
+class HistoryFile:
+    """history.csv, one row per epoch, written as each epoch ends; a resumed run drops the rows of the
+    epochs it trains again (as TensorBoard purges their events)."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows = path, None
+
+    def write(self, epoch: int, metrics: dict) -> None:
+        import csv
+
+        if self.rows is None:
+            self.rows = list(csv.DictReader(self.path.open())) if self.path.exists() else []
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [{"epoch": epoch, **metrics}]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[-1]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
 
 
 def hparams(cfg: DictConfig) -> dict:

@@ -11,6 +11,7 @@ A run can stop at any moment and continue bit for bit: the training state is a d
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import signal
@@ -30,6 +31,8 @@ from logitlab.data import SplitData
 from logitlab.objective import Objective
 from logitlab.scoring import logits as eval_logits, loss_and_right
 
+log = logging.getLogger("logitlab")
+epoch_log = logging.getLogger("logitlab.epochs")  # one line per epoch; a progress bar stands in on a terminal
 _SIGNALS = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])
 
 
@@ -72,12 +75,14 @@ class Record:
     history: list[dict] = field(default_factory=list)
     best: dict | None = None  # the best epoch's metrics, with its "epoch"
     train_seconds: float = 0.0
+    stopped_early: bool = False  # trainer.patience epochs passed without a better objective
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
         self.history, self.best, self.train_seconds = state["history"], state["best"], state["train_seconds"]
+        self.stopped_early = state.get("stopped_early", False)
 
 
 @dataclass
@@ -146,7 +151,7 @@ class Trainer:
                  grad_clip: float | None = None, device: str = "auto", precision: str = "fp32",
                  compile: bool = False, deterministic: bool = False, progress: bool = True,
                  objective: str = "val/acc", direction: str = "auto", checkpoint_every_s: float = 0.0,
-                 histograms: bool = False):
+                 histograms: bool = False, patience: int | None = None):
         for key, value in (("epochs", epochs), ("batch_size", batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"trainer.{key}={value!r} must be a positive integer")
@@ -156,6 +161,9 @@ class Trainer:
             raise ConfigError(f"trainer.grad_clip={grad_clip!r} must be positive, or null for no clipping")
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"trainer.precision={precision!r} is not known; valid: fp32, bf16")
+        if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool) or patience < 1):
+            raise ConfigError(f"trainer.patience={patience!r} must be a positive integer (epochs without a better "
+                              f"objective before stopping), or null to train every epoch")
         if not isinstance(checkpoint_every_s, (int, float)) or checkpoint_every_s < 0:
             raise ConfigError(f"trainer.checkpoint_every_s={checkpoint_every_s!r} must be a number >= 0")
         self.objective = Objective.of(objective, direction)
@@ -167,6 +175,7 @@ class Trainer:
         self.device = pick_device(device)
         self.precision, self.compile, self.deterministic = precision, compile, deterministic
         self.progress, self.checkpoint_every_s, self.histograms = progress, checkpoint_every_s, histograms
+        self.patience = patience
         self._signal: int | None = None
 
     # ------------------------------------------------------------------ the run
@@ -201,13 +210,15 @@ class Trainer:
         writer = checkpoint.Writer(ckpt_dir, self.checkpoint_every_s)
         if board is not None:
             board.start(pos.epoch)
+        if not pos.epoch and not pos.step:
+            log.info(_run_summary(model, data, self.device, steps_per_epoch, self.batch_size))
         step_model = torch.compile(model) if self.compile else model
         old_handlers = self._catch_signals()
         bar = _progress_bar(self.progress, self.epochs, pos.epoch)
         try:
             if not pos.epoch and not pos.step:  # the initial weights: a run that diverges at once keeps them
                 writer.write(snapshot(), best=True)
-            while pos.epoch < self.epochs:
+            while pos.epoch < self.epochs and not record.stopped_early:
                 started = time.perf_counter()
                 self._train_epoch(step_model, opt, sched if sched_per_step else None, data, pos, stateful["rng"])
                 if self._signal is not None:
@@ -215,16 +226,22 @@ class Trainer:
                     raise Interrupted(self._signal, f"stopped by {signal.Signals(self._signal).name} in epoch "
                                       f"{pos.epoch + 1} at step {pos.step}; checkpoint {ckpt_dir / 'last.pt'} written")
                 metrics = self._finish_epoch(step_model, opt, sched, sched_per_step, data, pos, sizes)
-                record.train_seconds += time.perf_counter() - started
+                metrics["seconds"] = time.perf_counter() - started
+                record.train_seconds += metrics["seconds"]
                 record.history.append(metrics)
                 improved = self.selection.better(metrics[self.selection.name],
                                                  record.best and record.best[self.selection.name])
                 if improved:
                     record.best = dict(metrics, epoch=pos.epoch)
+                record.stopped_early = bool(self.patience) and record.best is not None \
+                    and pos.epoch - record.best["epoch"] >= self.patience
+                epoch_log.info(_epoch_line(pos.epoch, self.epochs, metrics)
+                               + (f"  (no better {self.selection.name} in {self.patience} epochs: stopping)"
+                                  if record.stopped_early else ""))
                 if board is not None:
                     board.epoch(pos.epoch, metrics, model if self.histograms else None)
                 # events are flushed with the checkpoint: a rerun resumes there and purges any later ones
-                writer.epoch_end(snapshot, improved, final=pos.epoch == self.epochs,
+                writer.epoch_end(snapshot, improved, final=pos.epoch == self.epochs or record.stopped_early,
                                  then=board.flush if board is not None else None)
                 bar.set_postfix_str(f"loss {metrics['train/loss']:.4f} val/acc {metrics['val/acc']:.4f}",
                                     refresh=False)  # drawn by update(), at most every 0.1 s
@@ -268,8 +285,8 @@ class Trainer:
         for name, obj in stateful.items():
             obj.load_state_dict(ckpt[name])
         pos = stateful["position"]
-        print(f"resuming from epoch {pos.epoch}" + (f" step {pos.step}" if pos.step else "")
-              + f" of {self.epochs} ({ckpt_dir})", file=sys.stderr)
+        log.info(f"resuming from epoch {pos.epoch}" + (f" step {pos.step}" if pos.step else "")
+                 + f" of {self.epochs} ({ckpt_dir})")
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self, model, opt, step_schedule, data: SplitData, pos: _Position, rng: _Randomness) -> None:
@@ -404,6 +421,26 @@ def _copied(obj):
 def _channels_last(data: SplitData) -> SplitData:
     nhwc = lambda xy: (xy[0].contiguous(memory_format=torch.channels_last), xy[1])  # noqa: E731
     return replace(data, train=nhwc(data.train), val=nhwc(data.val), test=nhwc(data.test))
+
+
+def _epoch_line(epoch: int, epochs: int, m: dict) -> str:
+    return (f"epoch {epoch}/{epochs}  train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "
+            f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  lr {m['lr']:.3g}  {m['seconds']:.2f}s")
+
+
+def _run_summary(model: nn.Module, data: SplitData, device: torch.device, steps: int, batch_size: int) -> str:
+    """What is about to train, as Keras' model.summary() and Lightning's start-of-fit lines say it."""
+    leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
+    rows = [f"  {name:<20} {type(m).__name__:<18} {sum(p.numel() for p in m.parameters(recurse=False)):>9,}"
+            for name, m in leaves[:40]] + ([f"  ... and {len(leaves) - 40} more layers"] if len(leaves) > 40 else [])
+    loose = sum(p.numel() for p in model.parameters(recurse=False))  # e.g. a class token, position embeddings
+    rows += [f"  {'(own)':<20} {'Parameter':<18} {loose:>9,}"] if loose else []
+    total = sum(p.numel() for p in model.parameters())
+    return "\n".join([
+        f"{type(model).__name__}: {total:,} parameters", *rows,
+        f"device {device}, {torch.get_num_threads()} torch threads; {data.name}: train {len(data.train[1])}, "
+        f"val {len(data.val[1])}, test {len(data.test[1])}, input {tuple(data.input_shape)}, "
+        f"{data.num_classes} classes; batch {batch_size}, {steps} steps per epoch"])
 
 
 class _NoBar:

@@ -32,6 +32,8 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
     jobs: list[_jobs.Job] = []
     returns: list[list[JobReturn]] = []
     stopped = None
+    progress = _jobs.Progress(sum(len(b) for b in batches), sweeper.objective,
+                              min(sweeper.parallelism, batch_size or sweeper.parallelism))
     with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
         for k, batch in enumerate(batches):
             sweeper.validate_batch_is_legal(batch)
@@ -41,6 +43,7 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
                 varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
                 params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
                 jobs.append(_jobs.read_job(ret, len(jobs), varying, params))
+                progress.finished(jobs[-1])
             if gpus:
                 _jobs.fresh_workers()
             _summary.write_csv(jobs, sweep_dir / "summary.csv", sweeper.objective)

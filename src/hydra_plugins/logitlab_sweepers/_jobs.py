@@ -63,7 +63,7 @@ class Task:
 
     def __init__(self, task_function: Callable[[DictConfig], Any]):
         self.task_function = task_function
-        # Set by a pruned study before it launches: {storage, study_name, objective, pruner}. The
+        # Set by a study before it launches: {storage, study_name, objective, pruner}. The
         # launcher sends this object to the job's process, so the job needs nothing from the sweeper's.
         self.link: dict | None = None
 
@@ -100,7 +100,7 @@ class Task:
 
 @contextmanager
 def _pruning_hook(link: dict | None, trial_number: int) -> Iterator[None]:
-    """For a trial of a pruned study: report the app's epochs (logitlab.hooks) to the trial."""
+    """For a trial of a study: report the app's epochs (logitlab.hooks) to the trial (and its pruner)."""
     if link is None:
         yield
         return
@@ -191,3 +191,55 @@ def gpus_to_pin(config: DictConfig) -> list[str]:
         return []
     gpus = visible_gpus()
     return gpus if len(gpus) > 1 else []
+
+
+# Launchers that log every launch (Hydra's basic launcher: "Launching 1 jobs locally" and the overrides,
+# before every job; joblib's: its whole settings, every batch). Progress says it once per job instead.
+_LAUNCHER_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "hydra_plugins.hydra_joblib_launcher")
+
+
+@contextmanager
+def quiet_launchers() -> Iterator[None]:
+    """Launchers log warnings only, inside the block."""
+    loggers = [logging.getLogger(name) for name in _LAUNCHER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """One log line per finished job: `job k/N done: #num STATUS objective=value (elapsed 12.3s, ETA 40s)`.
+    ETA is the mean time of the jobs finished in this run x the jobs left / jobs at a time."""
+
+    def __init__(self, total: int, objective: str, parallelism: int, done: int = 0):
+        self.total, self.objective, self.parallelism = total, objective, max(1, parallelism)
+        self.done, self.started, self.seconds = done, time.perf_counter(), []
+
+    def finished(self, job: Job) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.started
+        # A job's time is its own wall time, or more where launching it costs more (this run's pace).
+        pace = elapsed * self.parallelism / (len(self.seconds) + 1)
+        self.seconds.append(max(job.wall_seconds or 0.0, pace))
+        left = max(0, self.total - self.done)
+        eta = sum(self.seconds) / len(self.seconds) * left / self.parallelism
+        value = f"{job.value:.4f}" if isinstance(job.value, (int, float)) else "-"
+        error = f" ({job.error})" if job.status != "COMPLETE" and job.error else ""
+        line = (f"job {self.done}/{self.total} done: #{job.number} {job.status} {self.objective}={value}{error} "
+                f"(elapsed {elapsed:.1f}s, ETA {duration(eta)})  [{' '.join(job.overrides)}]")
+        log.info(line)
+        return line

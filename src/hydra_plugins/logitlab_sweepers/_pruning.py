@@ -1,7 +1,8 @@
-"""Per-epoch reports from a training job to its Optuna trial, so that the sweep's pruner can stop a
-hopeless trial early. The job learns everything from its own Hydra config: the study lives in the storage
-the sweeper's settings name, and the trial is the job (the sweeper launches trial N as job N). The job's
-app only announces its epochs (logitlab.hooks); it knows nothing of Optuna."""
+"""Per-epoch reports from a training job to its Optuna trial, so that the study holds every trial's curve
+(optuna-dashboard shows them) and the sweep's pruner, if any, can stop a hopeless trial early. The job
+learns everything from its own Hydra config: the study lives in the storage the sweeper's settings name,
+and the trial is the job (the sweeper launches trial N as job N). The job's app only announces its epochs
+(logitlab.hooks); it knows nothing of Optuna."""
 from __future__ import annotations
 
 import logging

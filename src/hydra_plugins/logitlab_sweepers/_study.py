@@ -7,6 +7,7 @@ again in their own job directories (where the job resumes from its checkpoint), 
 n_trials is the total."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,6 +67,14 @@ def open_study(storage: str, name: str, direction: str, spec: dict) -> optuna.St
     return study
 
 
+def _name_objective(study: optuna.Study, objective: str) -> None:
+    """The study's value is named after the objective, so optuna-dashboard labels its plots with it."""
+    if study.metric_names != [objective]:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and still so in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([objective])
+
+
 def study_spec(sweeper, space: _search_space.SearchSpace, pruner: Optional[dict]) -> dict:
     """What makes a study this study: sampler, pruner, the search space and fixed values, the objective."""
     return {"sampler": sweeper.sampler, "pruner": pruner, "objective": sweeper.objective,
@@ -86,6 +95,7 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
                          f"{sweeper.objective}; set hydra.sweeper.pruner=null or another objective")
     make_pruner(pruner)  # a pruner that cannot be built fails here, not in every job
     study = open_study(storage, sweeper.study_name, sweeper.direction, study_spec(sweeper, space, pruner))
+    _name_objective(study, sweeper.objective)
     # A resumed study must not replay the first run's random draws: offset the seed.
     seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
     study.sampler = make_sampler(sweeper.sampler, space, seed)
@@ -99,9 +109,12 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
                  f"finished, {len(stale)} to run again")
     else:
         log.info(f"study {sweeper.study_name!r} in {storage}: {n_trials} trials, {n_jobs} at a time")
-    if pruner:  # each job reports its epochs to its trial (the trial is the job: numbered alike)
-        sweeper.task.link = dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
-                                 pruner=pruner)
+    # Each job reports its epochs to its trial (the trial is the job: numbered alike), pruned or not, so
+    # optuna-dashboard shows every trial's curve; without a pruner Optuna's NopPruner judges them.
+    sweeper.task.link = dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
+                             pruner=pruner)
+    progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs,
+                              done=sum(t.state.is_finished() for t in study.trials))
     gpus = _jobs.gpus_to_pin(sweeper.config)
     failures, stopped, first, returns = 0, None, True, []
     with _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir):
@@ -121,7 +134,8 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
                 _jobs.fresh_workers()
             for trial, ret in zip(batch, results):
                 job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
-                _tell(study, trial, job, sweeper.objective)
+                _tell(study, trial, job)
+                progress.finished(job)
                 failures += job.status == "FAIL"
             _summary.write_csv(_all_jobs(study), sweep_dir / "summary.csv", sweeper.objective)
             if sweeper.max_failures is not None and failures > sweeper.max_failures:
@@ -172,7 +186,7 @@ def _launch(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]) -> l
     return results
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, job: _jobs.Job, objective: str) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial, job: _jobs.Job) -> None:
     if job.status == "COMPLETE" and not isinstance(job.value, (int, float)):
         job.status, job.error = "FAIL", f"TypeError: the task returned {job.value!r}, not a number"
     for key in ("job_dir", "log", "wall_seconds", "error"):  # before tell: a finished trial is read-only
@@ -181,8 +195,6 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job: _jobs.Job, objective: s
         study.tell(trial, float(job.value))
     else:
         study.tell(trial, state=TrialState[job.status])
-    shown = f"{objective} {job.value:.4f}" if job.status == "COMPLETE" else job.error
-    log.info(f"trial #{trial.number} {job.status}: {shown}  [{' '.join(job.overrides)}]")
 
 
 def _all_jobs(study: optuna.Study) -> list[_jobs.Job]:

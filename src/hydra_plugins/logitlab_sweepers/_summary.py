@@ -61,23 +61,6 @@ def ranked(jobs: Sequence[Job], direction: str) -> list[Job]:
     return sorted(done, key=lambda j: j.value, reverse=direction == "maximize")
 
 
-def best_table(jobs: Sequence[Job], objective: str, direction: str, top: int) -> str:
-    best = ranked(jobs, direction)[:top]
-    if not best:
-        return "no job completed"
-    tests = sorted({k for j in best for k in metrics_of(j) if k.startswith("test/")})
-    head = ["#", objective, *tests, "wall_s", "overrides"]
-    rows = [[str(j.number), f"{j.value:.4f}", *(_fmt(metrics_of(j).get(k)) for k in tests),
-             _fmt(j.wall_seconds, ".1f"), " ".join(j.overrides)] for j in best]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]) for r in [head, *rows]]
-    return f"best {len(best)} of {len(jobs)} jobs by {objective} ({direction}):\n  " + "\n  ".join(lines)
-
-
-def _fmt(value, spec: str = ".4f") -> str:
-    return format(value, spec) if isinstance(value, (int, float)) else "-"
-
-
 def _global_groups(choices: dict, loader) -> set[str]:
     """Groups whose chosen option is a `# @package _global_` preset: the values it set are in the job's
     config already, and a preset cannot pick another one."""
@@ -118,13 +101,35 @@ def write_best(job: Job, path: Path, objective: str, direction: str, loader) -> 
     return True
 
 
+def report(sweep_dir: Path, objective: str, direction: str, top: int, figures: bool = True) -> None:
+    """Log the table of the best jobs (over seeds when the sweep varies `seed`) and write the sweep's
+    figures, as `logitlab-summary <sweep dir>` does. A figure that cannot be drawn costs a warning, not the
+    sweep's result."""
+    from logitlab import sweep_table
+
+    _, rows = sweep_table.read(sweep_dir / "summary.csv")
+    log.info(sweep_table.table(rows, objective, direction, top))
+    if not figures:
+        return
+    try:
+        from logitlab import sweep_plots  # loads torch (for TensorBoard) and matplotlib
+
+        written, _ = sweep_plots.write(sweep_dir, rows, objective, direction)
+    except Exception as e:  # a reporting bug must not fail a finished sweep; logitlab-summary shows it whole
+        log.warning(f"the sweep's figures were not written ({type(e).__name__}: {e}); "
+                    f"try logitlab-summary {sweep_dir}")
+        return
+    if written:
+        log.info(f"figures: {', '.join(p.name for p in written)} (and TensorBoard images in {sweep_dir / 'summary'})")
+
+
 def finish(sweeper, jobs: Sequence[Job], sweep_dir: Path, stopped: str | None = None) -> None:
     """Write summary.csv and best.yaml and log the best jobs; then, if any job failed or the sweep
     `stopped` early, raise a one-line SweepError naming the failed jobs."""
     objective, direction = sweeper.objective, sweeper.direction
     summary = sweep_dir / "summary.csv"
     write_csv(jobs, summary, objective)
-    log.info(best_table(jobs, objective, direction, sweeper.top))
+    report(sweep_dir, objective, direction, sweeper.top, sweeper.figures)
     best = ranked(jobs, direction)
     if best and write_best(best[0], sweep_dir / "best.yaml", objective, direction,
                            sweeper.hydra_context.config_loader):

@@ -51,7 +51,10 @@ class SweeperConf:
     objective: str = "${oc.select:trainer.objective,value}"
     # null: the objective's own (*/acc maximize, */loss minimize); one that contradicts it is refused.
     direction: Optional[str] = None
-    top: int = 5  # rows in the printed table of the best jobs
+    top: int = 5  # rows in the printed table of the best jobs (groups over seeds when `seed` is swept)
+    # Write the sweep's figures at the end (PNGs beside summary.csv, TensorBoard images in summary/);
+    # `logitlab-summary <sweep dir>` writes them at any time.
+    figures: bool = True
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="logitlab", node=SweeperConf,

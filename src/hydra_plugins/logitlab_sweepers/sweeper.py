@@ -30,12 +30,13 @@ def _plain(value: Any) -> Any:
 class LogitlabSweeper(Sweeper):
     def __init__(self, sampler: Any, params: Any, layers: Any, n_trials: int, n_jobs: Optional[int],
                  pruner: Any, seed: Optional[int], study_name: str, storage: Optional[str],
-                 max_failures: Optional[int], objective: str, direction: Optional[str], top: int) -> None:
+                 max_failures: Optional[int], objective: str, direction: Optional[str], top: int,
+                 figures: bool = True) -> None:
         self.sampler, self.pruner = _plain(sampler), _plain(pruner)
         self.params, self.layers = _plain(params) or {}, _plain(layers) or {}
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.study_name, self.storage, self.max_failures = study_name, storage, max_failures
-        self.objective, self.direction, self.top = objective, direction, top
+        self.objective, self.direction, self.top, self.figures = objective, direction, top, figures
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -59,13 +60,14 @@ class LogitlabSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        if self.sampler is None:
-            from ._grid import run_grid
+        with _jobs.quiet_launchers():
+            if self.sampler is None:
+                from ._grid import run_grid
 
-            return run_grid(self, parser, list(arguments), sweep_dir)
-        from ._study import run_study
+                return run_grid(self, parser, list(arguments), sweep_dir)
+            from ._study import run_study
 
-        return run_study(self, parser, list(arguments), sweep_dir)
+            return run_study(self, parser, list(arguments), sweep_dir)
 
     def _check_same_sweep(self, sweep_dir: Path, arguments: List[str]) -> None:
         """A sweep directory belongs to one sweep: rerunning it continues it; another sweep is refused
