@@ -4,6 +4,7 @@ Real processes and real signals; each failure must be one line naming what is wr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import shlex
@@ -113,15 +114,15 @@ def test_signal_writes_a_checkpoint_exits_nonzero_and_the_rerun_resumes(uninterr
     _same_result(uninterrupted, tmp_path)
 
 
-def test_corrupt_last_checkpoint_falls_back_to_the_newest_valid_one(compose_cfg, tmp_path, capsys):
+def test_corrupt_last_checkpoint_falls_back_to_the_newest_valid_one(compose_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="logitlab")  # what train.log and the console show
     train(compose_cfg(["trainer.epochs=3"]), tmp_path)
     last = tmp_path / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # truncated mid-write by a dying disk
     (tmp_path / "checkpoints" / ".last.pt.999.tmp").write_bytes(b"half a save")
     best_epoch = checkpoint.load(tmp_path / "checkpoints" / "best.pt")["position"]["epoch"]
     metrics = train(compose_cfg(["trainer.epochs=5"]), tmp_path)
-    err = capsys.readouterr().err
-    assert f"{last} is truncated" in err and f"resuming from epoch {best_epoch}" in err
+    assert f"{last} is truncated" in caplog.text and f"resuming from epoch {best_epoch}" in caplog.text
     assert metrics["epochs"] == 5
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # stray temporaries are cleaned
 
@@ -194,7 +195,8 @@ def test_a_full_disk_fails_the_save_with_one_line_and_keeps_the_previous_checkpo
 def test_misspelled_keys_fail_fast_naming_the_valid_key_and_make_no_run_dir(tmp_path, args, expected):
     started = time.monotonic()
     out = run_cli(*args, cwd=tmp_path)
-    assert time.monotonic() - started < 3 + 2  # under 3 s on an idle machine; slack for a busy CI
+    # `import torch` and the components built on two examples: ~3 s on an idle machine; slack for a busy one
+    assert time.monotonic() - started < 10
     assert out.returncode == 2 and expected in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()

@@ -291,8 +291,8 @@ def _metrics(run: Path) -> dict:
 
 def _no_warnings(stderr: str) -> None:
     assert "Traceback" not in stderr, stderr[-4000:]
-    # logitlab reports a figure or the graph it could not draw as "warning: ..." and goes on
-    bad = [line for line in stderr.splitlines() if "warning:" in line]
+    # logitlab reports a figure or the graph it could not draw as a warning (its log's WARNING level) and goes on
+    bad = [line for line in stderr.splitlines() if "warning:" in line or "[WARNING]" in line]
     assert not bad, "\n".join(bad)
 
 

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,6 +30,7 @@ from logitlab import ConfigError, checkpoint, rundir
 from logitlab.data import SplitData
 from logitlab.objective import Objective
 from logitlab.scoring import logits as eval_logits, loss_and_right
+from logitlab.training_state import Position, Randomness, Record, copied
 
 log = logging.getLogger("logitlab")
 epoch_log = logging.getLogger("logitlab.epochs")  # one line per epoch; a progress bar stands in on a terminal
@@ -66,84 +67,6 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(f"trainer.device={name!r} is not usable here ({str(e).splitlines()[0]}); "
                           f"valid: auto, cpu, cuda, cuda:N, mps") from None
     return device
-
-
-@dataclass
-class Record:
-    """The plain facts of a run so far: per-epoch metrics, the best epoch by the objective, seconds trained."""
-
-    history: list[dict] = field(default_factory=list)
-    best: dict | None = None  # the best epoch's metrics, with its "epoch"
-    train_seconds: float = 0.0
-    stopped_early: bool = False  # trainer.patience epochs passed without a better objective
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.history, self.best, self.train_seconds = state["history"], state["best"], state["train_seconds"]
-        self.stopped_early = state.get("stopped_early", False)
-
-
-@dataclass
-class _Position:
-    """Where training stands: `epoch` epochs are done; inside the next one, `step` batches of `perm`.
-
-    Each step appends its loss and predicted classes (device tensors, no sync); `correct` counts the right
-    predictions of the steps before the first of `preds` (a mid-epoch checkpoint's count when resuming)."""
-    labels: Tensor  # the training labels, to count right predictions
-    batch_size: int
-    epoch: int = 0
-    step: int = 0
-    perm: Tensor | None = None
-    losses: list[Tensor] = field(default_factory=list)
-    preds: list[Tensor] = field(default_factory=list)
-    correct: Tensor | None = None
-
-    def count_correct(self) -> Tensor:
-        """Right predictions so far in this epoch: one comparison over the steps since the last count."""
-        if self.preds:
-            bs, first = self.batch_size, self.step - len(self.preds)
-            right = (torch.cat(self.preds) == self.labels[self.perm[first * bs:self.step * bs]]).sum()
-            self.correct = right if self.correct is None else self.correct + right
-            self.preds = []
-        return self.correct
-
-    def next_epoch(self) -> None:
-        self.epoch, self.step, self.perm, self.losses, self.preds, self.correct = self.epoch + 1, 0, None, [], [], None
-
-    def state_dict(self) -> dict:
-        mid_epoch = {}
-        if self.step:  # an epoch cut short by a signal: keep its order and partial sums
-            mid_epoch = dict(perm=self.perm.cpu(), losses=torch.stack(self.losses).cpu(),
-                             correct=self.count_correct().cpu())
-        return dict(epoch=self.epoch, step=self.step, mid_epoch=mid_epoch)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.step = state["epoch"], state["step"]
-        if self.step:
-            m, dev = state["mid_epoch"], self.labels.device
-            self.perm, self.correct = m["perm"].to(dev), m["correct"].to(dev)
-            self.losses = list(m["losses"].to(dev).unbind())
-
-
-class _Randomness:
-    """torch's global RNG (dropout), the shuffle order's generator and CUDA's RNGs, as one stateful object."""
-
-    def __init__(self, shuffle: torch.Generator):
-        self.shuffle = shuffle
-
-    def state_dict(self) -> dict:
-        state = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        self.shuffle.set_state(state["shuffle"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -198,15 +121,15 @@ class Trainer:
         n, steps_per_epoch = len(data.train[0]), math.ceil(len(data.train[0]) / self.batch_size)
         opt = _make_optimizer(optimizer, list(model.parameters()))
         sched, sched_per_step = self._make_schedule(schedule, opt, steps_per_epoch)
-        pos, record = _Position(labels=data.train[1], batch_size=self.batch_size), Record()
-        stateful = dict(model=model, optimizer=opt, rng=_Randomness(torch.Generator().manual_seed(seed)),
+        pos, record = Position(labels=data.train[1], batch_size=self.batch_size), Record()
+        stateful = dict(model=model, optimizer=opt, rng=Randomness(torch.Generator().manual_seed(seed)),
                         position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
         config = config or {}
         self._restore(stateful, checkpoint.latest(ckpt_dir), config, ckpt_dir)
 
         sizes = torch.full((steps_per_epoch,), float(self.batch_size), device=self.device)
         sizes[-1] = n - self.batch_size * (steps_per_epoch - 1)  # the last batch may be partial
-        snapshot = lambda: {**{k: _copied(v.state_dict()) for k, v in stateful.items()}, "config": config}  # noqa: E731
+        snapshot = lambda: {**{k: copied(v.state_dict()) for k, v in stateful.items()}, "config": config}  # noqa: E731
         writer = checkpoint.Writer(ckpt_dir, self.checkpoint_every_s)
         if board is not None:
             board.start(pos.epoch)
@@ -289,7 +212,7 @@ class Trainer:
                  + f" of {self.epochs} ({ckpt_dir})")
 
     # ------------------------------------------------------------------ one epoch
-    def _train_epoch(self, model, opt, step_schedule, data: SplitData, pos: _Position, rng: _Randomness) -> None:
+    def _train_epoch(self, model, opt, step_schedule, data: SplitData, pos: Position, rng: Randomness) -> None:
         """Run the remaining steps of the current epoch; stops early (keeping `pos`) on a signal."""
         x, y = data.train
         bs = self.batch_size
@@ -320,7 +243,7 @@ class Trainer:
             pos.preds.append(logits.argmax(1))  # compared with the labels once per epoch, in count_correct
             pos.step = step + 1
 
-    def _finish_epoch(self, model, opt, sched, sched_per_step, data: SplitData, pos: _Position,
+    def _finish_epoch(self, model, opt, sched, sched_per_step, data: SplitData, pos: Position,
                       sizes: Tensor) -> dict:
         (x, y), n_val = data.train, len(data.val[0])
         losses = torch.stack(pos.losses)  # (steps,) batch means
@@ -402,20 +325,6 @@ def _grad_resetter(opt: torch.optim.Optimizer) -> Callable[[], None]:
         for p in params:
             p.grad = None
     return zero_grad
-
-
-def _copied(obj):
-    """`obj` with every tensor cloned (a state_dict that training would otherwise change under it)."""
-    if isinstance(obj, Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        out = type(obj)((k, _copied(v)) for k, v in obj.items())
-        if hasattr(obj, "_metadata"):  # a module state_dict's layer versions, read by load_state_dict
-            out._metadata = obj._metadata
-        return out
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_copied(v) for v in obj)
-    return obj
 
 
 def _channels_last(data: SplitData) -> SplitData:
