@@ -10,7 +10,7 @@ every session's hparams, and every scalar tag of those runs as a metric, shown a
 `best/` tags hold the values the run returns and the sweeper ranks by."""
 from __future__ import annotations
 
-import sys
+import logging
 import warnings
 from pathlib import Path
 
@@ -27,7 +27,8 @@ STATUSES = {"COMPLETE": "STATUS_SUCCESS", "PRUNED": "STATUS_FAILURE", "FAIL": "S
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    """On the console and in train.log (Hydra's logging), as every message of a run."""
+    logging.getLogger("logitlab").warning(message)
 
 
 class RunBoard:

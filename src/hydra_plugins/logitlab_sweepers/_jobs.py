@@ -76,6 +76,10 @@ class Task:
             seconds = round(time.perf_counter() - started, 3)
             ending = {"status": status, "wall_seconds": seconds, "error": error}
             (job_dir / "job.json").write_text(json.dumps(ending, indent=2) + "\n")
+            if status in ("PRUNED", "FAIL"):  # TensorBoard's HParams tab shows the run as it ended
+                from logitlab.tensorboard_log import record_status
+
+                record_status(job_dir, status)
 
         try:
             with _pruning_hook(self.link, int(hc.job.num)):
