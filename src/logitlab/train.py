@@ -23,7 +23,6 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from logitlab import ConfigError, build, hooks, rundir
@@ -165,7 +164,7 @@ def main() -> None:
     line here, a stopped run says the command that continues it, and only a bug shows a traceback."""
     from hydra.errors import HydraException
 
-    from logitlab import check
+    from logitlab import hydra_errors
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     args = sys.argv[1:]
@@ -174,7 +173,7 @@ def main() -> None:
     except ConfigError as e:
         _exit(f"error: {e}", 1)
     except HydraException as e:
-        message, status = check.explain(e, args, CONFIG_DIR)
+        message, status = hydra_errors.explain(e, args, CONFIG_DIR)
         _exit(f"error: {message}", status)
     except BaseException as e:
         from logitlab.trainer import Interrupted

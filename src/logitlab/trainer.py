@@ -245,7 +245,7 @@ class Trainer:
 
     def _finish_epoch(self, model, opt, sched, sched_per_step, data: SplitData, pos: Position,
                       sizes: Tensor) -> dict:
-        (x, y), n_val = data.train, len(data.val[0])
+        x, n_val = data.train[0], len(data.val[0])
         losses = torch.stack(pos.losses)  # (steps,) batch means
         val_loss, val_right = loss_and_right(eval_logits(model, data.val[0], self._autocast()), data.val[1])
         right = pos.count_correct()
