@@ -65,6 +65,10 @@ class CommandLineCheck(Callback):
         sweeper = config.hydra.sweeper
         if "objective" in sweeper and "direction" in sweeper:
             _as_command_line_error(lambda: Objective.of(sweeper.objective, sweeper.direction, key="hydra.sweeper"))
+            if sweeper.objective != config.trainer.objective:  # the jobs return trainer.objective
+                raise CommandLineError(f"hydra.sweeper.objective={sweeper.objective} differs from "
+                                       f"trainer.objective={config.trainer.objective}, which every job returns; "
+                                       f"set trainer.objective={sweeper.objective} instead")
         _check_writable("hydra.sweep.dir", Path(str(config.hydra.sweep.dir)).absolute())
         for overrides in _sweep_variants(config):
             task = _task_config(_compose(config.hydra.job.config_name, overrides))
@@ -148,6 +152,8 @@ def _sweep_variants(config: DictConfig) -> list[list[str]]:
         widths = _values(parser.parse_overrides([f"{key}={spec['width']}"])[0])
         values[key] = [f"[{','.join([w] * int(d))}]" for d in depths for w in widths[:1]] + \
                       [f"[{w}]" for w in widths]
+    if len(values.get("trainer.objective", [])) > 1:
+        raise CommandLineError("trainer.objective cannot be swept: a sweep ranks all its jobs by one objective")
     groups = [k for k in values if len(values[k]) > 1 and loader.repository.group_exists(k.lstrip("+~"))]
     keys = [k for k in values if len(values[k]) > 1 and k not in groups]
     first = {k: f"{k}={v[0]}" for k, v in values.items()}

@@ -11,7 +11,6 @@ from logitlab import ConfigError
 SPLITS = ("train", "val", "test")
 DIRECTIONS = {"acc": "maximize", "loss": "minimize"}  # metric -> the direction that improves it
 NAMES = tuple(f"{split}/{metric}" for split in SPLITS for metric in DIRECTIONS)
-EPOCH_NAMES = tuple(n for n in NAMES if not n.startswith("test/"))  # known after every epoch
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,3 @@ class Objective:
         if than is None or not math.isfinite(than):
             return True
         return value > than if self.direction == "maximize" else value < than
-
-    def best_first(self, values):
-        """`values` sorted best first (key: the value itself)."""
-        return sorted(values, reverse=self.direction == "maximize")

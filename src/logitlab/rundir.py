@@ -34,10 +34,18 @@ def changed_keys(old: dict, new: dict, allowed: Iterable[str] = RESUMABLE_CHANGE
         va, vb = a.get(key, "<unset>"), b.get(key, "<unset>")
         if va == vb:
             continue
-        if key in allowed and not (key == "trainer.epochs" and isinstance(va, int) and isinstance(vb, int) and vb < va):
+        if key in allowed and not (key == "trainer.epochs" and _fewer(va, vb)):
             continue
         changed.append((key, va, vb))
     return changed
+
+
+def _fewer(old: Any, new: Any) -> bool:
+    """Whether `new` epochs are fewer than `old` (values of a config, or of overrides as text)."""
+    try:
+        return int(new) < int(old)
+    except (TypeError, ValueError):
+        return False
 
 
 def describe(changed: list[tuple[str, Any, Any]], limit: int = 6) -> str:

@@ -205,6 +205,11 @@ class Trainer:
             raise checkpoint.CheckpointError(
                 f"{ckpt_dir} does not match this run: " + "; ".join(
                     f"{what}: {', '.join(keys)}" for what, keys in (("unused", unused), ("missing", missing)) if keys))
+        total = getattr(stateful.get("schedule"), "total_steps", None)  # a per-step schedule (OneCycleLR)
+        if total is not None and ckpt["schedule"].get("total_steps") not in (None, total):
+            raise ConfigError(f"{ckpt_dir} was trained under a schedule of {ckpt['schedule']['total_steps']} steps; "
+                              f"its shape follows trainer.epochs, so this run cannot be extended (keep "
+                              f"trainer.epochs as it was, or start a new run directory)")
         for name, obj in stateful.items():
             obj.load_state_dict(ckpt[name])
         pos = stateful["position"]
@@ -216,6 +221,8 @@ class Trainer:
         """Run the remaining steps of the current epoch; stops early (keeping `pos`) on a signal."""
         x, y = data.train
         bs = self.batch_size
+        if self._signal is not None:  # arrived between epochs: stop before the next order is drawn
+            return
         if pos.perm is None:
             pos.perm = torch.randperm(len(x), generator=rng.shuffle).to(x.device)
             pos.losses, pos.preds, pos.correct = [], [], None
