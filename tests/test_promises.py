@@ -465,3 +465,23 @@ def test_the_sweepers_sweep_returns_batches_of_job_returns(tmp_path):
     [result] = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
     expected = [round(0.7 - (x - 0.3) ** 2 + 0.1 + 0.1 * 32 / 256, 6) for x in (0.1, 0.2, 0.3)]
     assert result == f"RESULT 3 ['COMPLETED', 'COMPLETED', 'COMPLETED'] {expected}"
+
+
+# ---------------------------------------------------------------------------------------- found in review
+def test_a_one_cycle_run_cannot_be_extended_and_says_so_in_one_line(tmp_path):
+    """OneCycleLR's shape is fixed by the total steps: more epochs would step it past its end."""
+    run = tmp_path / "run"
+    base = ["schedule=onecycle", "trainer.figures=false", f"hydra.run.dir={run}"]
+    assert train(*base, "trainer.epochs=1", cwd=tmp_path).returncode == 0
+    longer = train(*base, "trainer.epochs=2", cwd=tmp_path)
+    last = longer.stderr.strip().splitlines()[-1]
+    assert longer.returncode == 1 and "Traceback" not in longer.stderr
+    assert last.startswith("error: ") and "cannot be extended" in last and "trainer.epochs" in last
+
+
+def test_the_sweeper_ranks_by_the_objective_its_jobs_return(tmp_path):
+    r = train("-m", "seed=0,1", "hydra.sweeper.objective=val/loss", cwd=tmp_path)
+    assert r.returncode == 2 and "differs from trainer.objective=val/acc" in one_line(r)
+    r = train("-m", "trainer.objective=val/acc,val/loss", cwd=tmp_path)
+    assert r.returncode == 2 and "trainer.objective cannot be swept" in one_line(r)
+    assert not (tmp_path / "multirun").exists()
