@@ -64,7 +64,10 @@ class CommandLineCheck(Callback):
         HydraConfig.instance().set_config(config)
         sweeper = config.hydra.sweeper
         if "objective" in sweeper and "direction" in sweeper:
-            _as_command_line_error(lambda: Objective.of(sweeper.objective, sweeper.direction, key="hydra.sweeper"))
+            try:
+                Objective.of(sweeper.objective, sweeper.direction, key="hydra.sweeper")
+            except ConfigError as e:
+                raise CommandLineError(str(e)) from None
             if sweeper.objective != config.trainer.objective:  # the jobs return trainer.objective
                 raise CommandLineError(f"hydra.sweeper.objective={sweeper.objective} differs from "
                                        f"trainer.objective={config.trainer.objective}, which every job returns; "
@@ -150,8 +153,8 @@ def _sweep_variants(config: DictConfig) -> list[list[str]]:
     for key, spec in _container(sweeper.get("layers")).items():
         depths = [d for d in _values(parser.parse_overrides([f"{key}={spec['depth']}"])[0]) if d != "0"]
         widths = _values(parser.parse_overrides([f"{key}={spec['width']}"])[0])
-        values[key] = [f"[{','.join([w] * int(d))}]" for d in depths for w in widths[:1]] + \
-                      [f"[{w}]" for w in widths]
+        # every depth at the first width, then every width at depth 1: each value is built once
+        values[key] = [f"[{','.join([widths[0]] * int(d))}]" for d in depths] + [f"[{w}]" for w in widths]
     if len(values.get("trainer.objective", [])) > 1:
         raise CommandLineError("trainer.objective cannot be swept: a sweep ranks all its jobs by one objective")
     groups = [k for k in values if len(values[k]) > 1 and loader.repository.group_exists(k.lstrip("+~"))]
@@ -193,13 +196,6 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     except Exception as e:
         message, _ = hydra_errors.explain(e, overrides)
         raise CommandLineError(f"in the sweep's job {' '.join(overrides)}: {message}") from None
-
-
-def _as_command_line_error(check) -> None:
-    try:
-        check()
-    except ConfigError as e:
-        raise CommandLineError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------- directories
