@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 
 # Keys a rerun may change: more epochs train on from where the run stopped; the rest do not touch results.
-RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.figures", "trainer.histograms",
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.figures", "trainer.threads", "trainer.histograms",
                      "trainer.checkpoint_every_s")
 
 

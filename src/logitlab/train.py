@@ -14,10 +14,8 @@ Nothing imports this module: it is the top floor.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,10 +23,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from logitlab import ConfigError, build, hooks, rundir
+from logitlab import ConfigError, build, hooks, job, rundir
 
 log = logging.getLogger("logitlab")
-GROUPS = ("data", "model", "optim", "schedule")  # the config groups that say what a run is
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: a wheel install has it too
 
 
@@ -37,16 +34,16 @@ def run(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
-        finished = _finished_result(run_dir, config)
+        finished = job.finished_result(run_dir, config)
         if finished is not None:
             return finished
-        _write_json(run_dir / "versions.json", _versions())
+        job.write_json(run_dir / "versions.json", job.versions())
         metrics = train(cfg, run_dir)
     except BaseException as e:  # the command that continues this run travels with whatever stopped it
         if not hasattr(e, "resume_at"):
             e.resume_at = ("hydra.run.dir", run_dir)
         raise
-    _write_json(run_dir / "metrics.json", metrics)
+    job.write_json(run_dir / "metrics.json", metrics)
     objective = metrics["objective"]
     log.info(f"test/acc {metrics['test/acc']:.4f}  test/loss {metrics['test/loss']:.4f}  "
              f"{objective} {metrics[objective]:.4f} (best epoch {metrics['best_epoch']})  "
@@ -60,37 +57,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     from logitlab.tensorboard_log import RunBoard
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    figures = job.figures(cfg.trainer.get("figures", "auto"))
     parts = build.run(cfg)
     _epoch_lines_or_bar(parts.trainer.progress)
-    board = RunBoard(run_dir, hparams(cfg))
-    history = HistoryFile(run_dir / "history.csv")
+    board = RunBoard(run_dir, job.hparams(cfg))
+    history = job.HistoryFile(run_dir / "history.csv")
     try:
         record = parts.trainer.fit(parts.model, parts.data, parts.optimizer, run_dir, schedule=parts.schedule,
                                    seed=cfg.seed, config=config, board=board,
                                    on_epoch_end=(history.write, hooks.epoch_ended))
         return evaluation.final_metrics(parts.model, parts.data, run_dir, record, parts.objective, board,
-                                        figures=cfg.trainer.get("figures", True))
+                                        figures=figures)
     finally:
         board.close()
-
-
-def _finished_result(run_dir: Path, config: dict) -> float | None:
-    """A finished run's stored objective, if it was made by this config and is not asked for more epochs."""
-    if not rundir.is_finished(run_dir):
-        return None
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    from logitlab import checkpoint
-
-    saved = checkpoint.load(run_dir / "checkpoints" / "last.pt").get("config") or {}
-    changed = rundir.changed_keys(saved, config)
-    if changed:
-        raise ConfigError(f"{run_dir} holds a finished run of another config ({rundir.describe(changed)}); "
-                          f"rerun with its values, or give another run directory")
-    if metrics.get("epochs", 0) < config["trainer"]["epochs"] and not metrics.get("stopped_early"):
-        return None  # asked to train longer: fit resumes from last.pt
-    objective = metrics.get("objective", config["trainer"]["objective"])
-    log.info(f"{run_dir} has finished already: {objective} {metrics[objective]:.4f}")
-    return metrics[objective]
 
 
 def _epoch_lines_or_bar(progress: bool) -> None:
@@ -102,61 +81,6 @@ def _epoch_lines_or_bar(progress: bool) -> None:
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler:  # the console, not the file (a FileHandler subclass)
             handler.addFilter(lambda record: record.name != "logitlab.epochs")
-
-
-class HistoryFile:
-    """history.csv, one row per epoch, written as each epoch ends; a resumed run drops the rows of the
-    epochs it trains again (as TensorBoard purges their events)."""
-
-    def __init__(self, path: Path):
-        self.path, self.rows = path, None
-
-    def write(self, epoch: int, metrics: dict) -> None:
-        import csv
-
-        if self.rows is None:
-            self.rows = list(csv.DictReader(self.path.open())) if self.path.exists() else []
-        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [{"epoch": epoch, **metrics}]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[-1]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
-
-
-def hparams(cfg: DictConfig) -> dict:
-    """What distinguishes this run: its config group choices, seed, and every override it was given."""
-    hc = HydraConfig.get()
-    values = {group: hc.runtime.choices.get(group) or "none" for group in GROUPS}
-    values["seed"] = cfg.seed
-    for override in hc.overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key in values or key.startswith("hydra.") or "=" not in override:
-            continue
-        value = OmegaConf.select(cfg, key, default=override.split("=", 1)[1])
-        values[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    return values
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _versions() -> dict:
-    import torch
-
-    from importlib.metadata import version
-
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    return {"logitlab": version("logitlab"), "torch": torch.__version__, "python": sys.version.split()[0],
-            "git_revision": rev or None}
 
 
 def main() -> None:

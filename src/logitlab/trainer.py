@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from logitlab import ConfigError, checkpoint, rundir
+from logitlab import ConfigError, checkpoint, rundir, runtime
 from logitlab.data import SplitData
 from logitlab.objective import Objective
 from logitlab.scoring import logits as eval_logits, loss_and_right
@@ -74,7 +74,7 @@ class Trainer:
                  grad_clip: float | None = None, device: str = "auto", precision: str = "fp32",
                  compile: bool = False, deterministic: bool = False, progress: bool = True,
                  objective: str = "val/acc", direction: str = "auto", checkpoint_every_s: float = 0.0,
-                 histograms: bool = False, patience: int | None = None):
+                 histograms: bool = False, patience: int | None = None, threads: int | str = "auto"):
         for key, value in (("epochs", epochs), ("batch_size", batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"trainer.{key}={value!r} must be a positive integer")
@@ -99,6 +99,8 @@ class Trainer:
         self.precision, self.compile, self.deterministic = precision, compile, deterministic
         self.progress, self.checkpoint_every_s, self.histograms = progress, checkpoint_every_s, histograms
         self.patience = patience
+        runtime.pick_threads(threads, 0)  # refuses a bad value here, before any run starts
+        self.threads = threads
         self._signal: int | None = None
 
     # ------------------------------------------------------------------ the run
@@ -117,6 +119,7 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
+        self.use_threads(runtime.work_per_step(model, data.input_shape, self.batch_size))
         model, data = self._to_device(model, data)
         n, steps_per_epoch = len(data.train[0]), math.ceil(len(data.train[0]) / self.batch_size)
         opt = _make_optimizer(optimizer, list(model.parameters()))
@@ -176,6 +179,11 @@ class Trainer:
             bar.close()
             self._restore_signals(old_handlers)
         return record
+
+    def use_threads(self, work_per_step: float) -> None:
+        """Set torch's intra-op threads for this run (trainer.threads; see runtime.py)."""
+        if self.device.type == "cpu":
+            torch.set_num_threads(runtime.pick_threads(self.threads, work_per_step))
 
     def _to_device(self, model: nn.Module, data: SplitData) -> tuple[nn.Module, SplitData]:
         model.to(self.device)

@@ -69,19 +69,25 @@ class Position:
 
 
 class Randomness:
-    """torch's global RNG (dropout), the shuffle order's generator and CUDA's RNGs, as one stateful object."""
+    """torch's global RNG (dropout), the shuffle order's generator and CUDA's RNGs, as one stateful object.
+    A variant of a fused group draws its dropout masks from a `dropout` generator of its own instead of
+    the global one; its checkpoint keeps that generator's state where a solo run keeps the global one's."""
 
-    def __init__(self, shuffle: torch.Generator):
-        self.shuffle = shuffle
+    def __init__(self, shuffle: torch.Generator, dropout: torch.Generator | None = None):
+        self.shuffle, self.dropout = shuffle, dropout
 
     def state_dict(self) -> dict:
-        state = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()}
+        dropout = self.dropout.get_state() if self.dropout is not None else torch.get_rng_state()
+        state = {"torch": dropout, "shuffle": self.shuffle.get_state()}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
+        if self.dropout is not None:
+            self.dropout.set_state(state["torch"])
+        else:
+            torch.set_rng_state(state["torch"])
         self.shuffle.set_state(state["shuffle"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])

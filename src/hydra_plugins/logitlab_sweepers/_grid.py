@@ -28,6 +28,8 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
         batch_size = sweeper.parallelism
     batches = BasicSweeper.split_arguments(overrides, batch_size)
     gpus = _jobs.gpus_to_pin(sweeper.config)
+    if sweeper.fuse:
+        return _run_fused(sweeper, [job for batch in batches for job in batch], swept, sweep_dir, gpus)
 
     jobs: list[_jobs.Job] = []
     returns: list[list[JobReturn]] = []
@@ -52,4 +54,37 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
                 stopped = f"stopped after {failed} failures (max_failures={sweeper.max_failures})"
                 break
     _summary.finish(sweeper, jobs, sweep_dir, stopped)
+    return returns
+
+
+def _run_fused(sweeper, all_jobs: list[list[str]], swept: set, sweep_dir: Path, gpus) -> list[list[JobReturn]]:
+    """The grid with fused groups: units (a group, or a job that trains alone) go out `parallelism` at a
+    time; each member is then read back and summarised as a solo job is."""
+    from . import _fusing
+
+    units = _fusing.plan(sweeper, all_jobs, 0)
+    sweeper.task.groups = {k: u.configs for k, u in enumerate(units) if u.fused}
+    jobs: list[_jobs.Job] = []
+    returns: list[list[JobReturn]] = []
+    progress = _jobs.Progress(len(all_jobs), sweeper.objective, 1)
+    fused = sum(len(u.numbers) for u in units if u.fused)
+    _jobs.log.info(f"{len(all_jobs)} jobs: {fused} in {sum(u.fused for u in units)} fused groups, "
+                   f"{len(all_jobs) - fused} alone")
+    at_once = max(1, sweeper.n_jobs or sweeper.parallelism)
+    with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
+        for start in range(0, len(units), at_once):
+            batch = list(enumerate(units))[start:start + at_once]
+            launched = [_fusing.launch_overrides(u, k, _jobs.quote) for k, u in batch]
+            results = sweeper.launcher.launch(sweeper.pinned(launched, sweep_dir, gpus), initial_job_idx=start)
+            for (k, unit), ret in zip(batch, results):
+                member_returns = _fusing.returns(unit, ret) if unit.fused else [ret]
+                returns.append(member_returns)
+                for number, job_overrides, member in zip(unit.numbers, unit.overrides, member_returns):
+                    varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
+                    params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
+                    jobs.append(_jobs.read_job(member, number, varying, params))
+                    progress.finished(jobs[-1])
+            jobs.sort(key=lambda j: j.number)
+            _summary.write_csv(jobs, sweep_dir / "summary.csv", sweeper.objective)
+    _summary.finish(sweeper, jobs, sweep_dir, None)
     return returns

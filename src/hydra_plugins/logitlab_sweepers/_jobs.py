@@ -66,8 +66,13 @@ class Task:
         # Set by a study before it launches: {storage, study_name, objective, pruner}. The
         # launcher sends this object to the job's process, so the job needs nothing from the sweeper's.
         self.link: dict | None = None
+        self.jobs_at_once = 1  # set by the sweeper: the job's trainer.threads=auto takes its share of the cores
+        self.groups: dict[int, list[DictConfig]] = {}  # fused groups by index: their members' configs
 
     def __call__(self, cfg: DictConfig) -> Any:
+        from logitlab.runtime import JOBS_AT_ONCE
+
+        os.environ[JOBS_AT_ONCE] = str(self.jobs_at_once)
         hc = HydraConfig.get()
         job_dir = Path(hc.runtime.output_dir)
         started = time.perf_counter()
@@ -81,7 +86,11 @@ class Task:
 
                 record_status(job_dir, status)
 
+        from ._fusing import GROUP_ENV, run_group
+
         try:
+            if os.environ.get(GROUP_ENV):  # a fused group: its members record their own endings
+                return run_group(self.groups[int(os.environ[GROUP_ENV])], [])
             with _pruning_hook(self.link, int(hc.job.num)):
                 value = self.task_function(cfg)
         except BaseException as e:

@@ -55,6 +55,10 @@ class SweeperConf:
     # Write the sweep's figures at the end (PNGs beside summary.csv, TensorBoard images in summary/);
     # `logitlab-summary <sweep dir>` writes them at any time.
     figures: bool = True
+    # Jobs that differ only in values that keep tensor shapes (seed, optim.lr, model.dropout, ...) train
+    # as one stacked model in one process, each still writing its own job directory (logitlab.fused).
+    fuse: bool = True
+    fuse_max: int = 64  # jobs in one fused group at most
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="logitlab", node=SweeperConf,

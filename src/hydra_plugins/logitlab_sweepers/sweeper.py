@@ -31,12 +31,13 @@ class LogitlabSweeper(Sweeper):
     def __init__(self, sampler: Any, params: Any, layers: Any, n_trials: int, n_jobs: Optional[int],
                  pruner: Any, seed: Optional[int], study_name: str, storage: Optional[str],
                  max_failures: Optional[int], objective: str, direction: Optional[str], top: int,
-                 figures: bool = True) -> None:
+                 figures: bool = True, fuse: bool = True, fuse_max: int = 64) -> None:
         self.sampler, self.pruner = _plain(sampler), _plain(pruner)
         self.params, self.layers = _plain(params) or {}, _plain(layers) or {}
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.study_name, self.storage, self.max_failures = study_name, storage, max_failures
         self.objective, self.direction, self.top, self.figures = objective, direction, top, figures
+        self.fuse, self.fuse_max = fuse, fuse_max
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -45,6 +46,7 @@ class LogitlabSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=self.task, config=config)
         self.parallelism = _jobs.launcher_parallelism(config)
+        self.task.jobs_at_once = self.parallelism
         self.sequential = config.hydra.launcher._target_ == _jobs.BASIC_LAUNCHER
 
     def sweep(self, arguments: List[str]) -> Any:

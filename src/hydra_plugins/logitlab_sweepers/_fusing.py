@@ -1,0 +1,124 @@
+"""Fused groups (`hydra.sweeper.fuse`): the sweeper composes every job's config, groups the jobs that
+logitlab.fused says can train as one stack (at most `fuse_max` each, and at least as many groups as the
+launcher runs at once), and launches each group as one job. In that job's process, `run_group` makes
+each member's job directory as Hydra's run_job would (.hydra/ and the resolved output dir) and hands
+them all to logitlab.group; job.json records how each ended, as for a solo job.
+
+A group's own launcher job writes to <sweep dir>/.groups/<k>/: the group's log and Hydra's files."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus, _save_config
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+GROUP_ENV = "LOGITLAB_FUSED_GROUP"  # tells the launched job which group it is (Hydra's env_set)
+
+
+@dataclass
+class Unit:
+    """What one launcher job runs: one job alone, or a fused group of them."""
+
+    numbers: list[int]
+    overrides: list[list[str]]
+    configs: list[DictConfig]  # each job's composed config
+    fused: bool = False
+
+
+def compose(sweeper, overrides: list[str], number: int) -> DictConfig:
+    """The job's config as the launcher would compose it, numbered, its output dir resolved."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.id = number
+        cfg.hydra.job.num = number
+    HydraConfig.instance().set_config(cfg)
+    out = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = str(out.absolute())
+    return cfg
+
+
+def plan(sweeper, jobs: list[list[str]], first_number: int) -> list[Unit]:
+    """Units in job order: each group is placed at its first member's position."""
+    from logitlab.fused import group_key
+
+    keyed: dict[str, list[int]] = {}
+    configs, units = {}, []
+    for k, overrides in enumerate(jobs):
+        cfg = compose(sweeper, overrides, first_number + k)
+        task = OmegaConf.to_container(cfg, resolve=True)
+        task.pop("hydra", None)
+        key = group_key(task)
+        configs[k] = cfg
+        if key is None:
+            units.append(Unit([first_number + k], [overrides], [cfg]))
+        else:
+            keyed.setdefault(key, []).append(k)
+    at_once = max(1, sweeper.parallelism)
+    for members in keyed.values():
+        size = max(1, min(sweeper.fuse_max, math.ceil(len(members) / at_once)))
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            units.append(Unit([first_number + k for k in chunk], [jobs[k] for k in chunk],
+                              [configs[k] for k in chunk], fused=True))
+    return sorted(units, key=lambda u: u.numbers[0])
+
+
+def launch_overrides(unit: Unit, index: int, quote) -> list[str]:
+    """A unit's launcher job. A solo job keeps its own directory (pinned: launch numbers count units, not
+    jobs); a group runs under its first member's config in .groups/<index>."""
+    if unit.fused:
+        return unit.overrides[0] + [f"hydra.sweep.subdir=.groups/{index}", f"++hydra.job.env_set.{GROUP_ENV}={index}"]
+    subdir = Path(unit.configs[0].hydra.runtime.output_dir).relative_to(Path(str(unit.configs[0].hydra.sweep.dir)).absolute())
+    return unit.overrides[0] + [f"hydra.sweep.subdir={quote(str(subdir))}"]
+
+
+def run_group(configs: list[DictConfig], hooks: list[list]) -> list[Any]:
+    """In the launched job's process: make each member's job directory, train them together, and record
+    how each ended in its job.json."""
+    from logitlab.group import run_group as train_group
+    from logitlab.tensorboard_log import record_status
+
+    from ._jobs import job_state
+
+    for cfg in configs:
+        out = Path(cfg.hydra.runtime.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        if cfg.hydra.output_subdir is not None:
+            hydra_dir = out / str(cfg.hydra.output_subdir)
+            _save_config(task, "config.yaml", hydra_dir)
+            _save_config(OmegaConf.create({"hydra": cfg.hydra}), "hydra.yaml", hydra_dir)
+            _save_config(cfg.hydra.overrides.task, "overrides.yaml", hydra_dir)
+    started = time.perf_counter()
+    results = train_group(configs, hooks)
+    seconds = round(time.perf_counter() - started, 3)
+    for cfg, result in zip(configs, results):
+        out = Path(cfg.hydra.runtime.output_dir)
+        status = job_state(result) if isinstance(result, BaseException) else "COMPLETE"
+        error = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
+        ending = {"status": status, "wall_seconds": seconds, "error": error, "fused_with": len(configs)}
+        (out / "job.json").write_text(json.dumps(ending, indent=2) + "\n")
+        if status in ("PRUNED", "FAIL"):
+            record_status(out, status)
+    return results
+
+
+def returns(unit: Unit, ret: JobReturn) -> list[JobReturn]:
+    """Each member's JobReturn, as a launcher would have returned it had the member run alone."""
+    results = ret._return_value if ret.status == JobStatus.COMPLETED else [ret._return_value] * len(unit.numbers)
+    out = []
+    for overrides, cfg, result in zip(unit.overrides, unit.configs, results):
+        failed = isinstance(result, BaseException)
+        out.append(JobReturn(overrides=overrides, cfg=None, hydra_cfg=cfg, working_dir=os.getcwd(),
+                             task_name=str(cfg.hydra.job.name),
+                             status=JobStatus.FAILED if failed else JobStatus.COMPLETED, _return_value=result))
+    return out

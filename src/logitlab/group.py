@@ -1,0 +1,131 @@
+"""A fused group of a sweep's jobs, run in one process: for each job what train.run does for one (the
+finished-run check, versions.json, building its parts, TensorBoard, history.csv, the test scores of
+best.pt, metrics.json, train.log), with the training itself done together by fused.fit_group. The
+sweeper calls `run_group` with each job's composed config once Hydra's job directory is made."""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from logitlab import build, evaluation, fused, job, stacked
+from logitlab.training_state import Record
+
+log = logging.getLogger("logitlab")
+
+
+def run_group(configs: Sequence[DictConfig], hooks: Sequence[Sequence[Callable]] = ()) -> list[Any]:
+    """Each job's objective, or the exception that ended it. `configs` are whole job configs (with their
+    hydra node, runtime.output_dir set); hooks[i] are called after each epoch of job i."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from logitlab.tensorboard_log import RunBoard
+
+    results: list[Any] = [None] * len(configs)
+    members: dict[int, fused.Member] = {}
+    figures: dict[int, bool] = {}
+    versions = job.versions()
+    handlers = []
+    try:
+        for i, full in enumerate(configs):
+            HydraConfig.instance().set_config(full)
+            task = _task_config(full)
+            run_dir = Path(full.hydra.runtime.output_dir)
+            config = OmegaConf.to_container(task, resolve=True)
+            try:
+                finished = job.finished_result(run_dir, config)
+                if finished is not None:
+                    results[i] = finished
+                    continue
+                job.write_json(run_dir / "versions.json", versions)
+                figures[i] = job.figures(task.trainer.get("figures", "auto"))
+                parts = build.run(task)
+                dropout = torch.Generator()
+                dropout.set_state(torch.get_rng_state())  # what the solo run's dropout would draw from
+                lines, handler = _job_log(full, i)
+                handlers.append((lines, handler))
+                history = job.HistoryFile(run_dir / "history.csv")
+                members[i] = fused.Member(
+                    trainer=parts.trainer, model=parts.model, data=parts.data, optimizer=parts.optimizer,
+                    schedule=parts.schedule, seed=task.seed, config=config, run_dir=run_dir, dropout=dropout,
+                    board=RunBoard(run_dir, job.hparams(task)), lines=lines,
+                    hooks=(history.write, *(hooks[i] if hooks else ())))
+            except Exception as e:  # this job's own error (a finished run of another config ...)
+                results[i] = e
+        for part in _stackable(list(members.values())):
+            _fit(part)
+        for i, m in members.items():
+            results[i] = _finish(m, figures[i]) if isinstance(m.result, Record) else m.result
+    finally:
+        for m in members.values():
+            if m.board is not None:
+                m.board.close()
+        for lines, handler in handlers:
+            lines.removeHandler(handler)
+            handler.close()
+    return results
+
+
+def _task_config(full: DictConfig) -> DictConfig:
+    task = copy.deepcopy(full)
+    with open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def _job_log(full: DictConfig, i: int) -> tuple[logging.Logger, logging.Handler]:
+    """A logger whose lines go to this job's own log file (train.log), as its solo run's epoch lines do;
+    the console gets the group's one line per epoch instead of every job's."""
+    path = OmegaConf.select(full, "hydra.job_logging.handlers.file.filename", default=None) \
+        or str(Path(full.hydra.runtime.output_dir) / f"{full.hydra.job.name}.log")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    lines = logging.getLogger(f"logitlab.epochs.job{i}")
+    lines.propagate = False
+    lines.setLevel(logging.INFO)
+    lines.addHandler(handler)
+    return lines, handler
+
+
+def _stackable(members: list[fused.Member]) -> list[list[fused.Member]]:
+    """Members whose built models and optimizers stack, together (a group is formed from configs; a
+    value that changes a shape after all, e.g. dropout adding a layer, splits it here)."""
+    parts: dict[tuple, list[fused.Member]] = {}
+    for m in members:
+        try:
+            key = (stacked.signature(m.model),)
+        except stacked.NotFusible:
+            key = (id(m),)
+        parts.setdefault(key, []).append(m)
+    return list(parts.values())
+
+
+def _fit(part: list[fused.Member]) -> None:
+    try:
+        fused.fit_group(part)
+    except stacked.NotFusible as e:  # an optimizer option that does not stack: each trains alone
+        log.info(f"{len(part)} jobs train one by one: {e}")
+        for m in part:
+            _fit_alone(m)
+
+
+def _fit_alone(m: fused.Member) -> None:
+    try:
+        m.result = m.trainer.fit(m.model, m.data, m.optimizer, m.run_dir, schedule=m.schedule, seed=m.seed,
+                                 config=m.config, board=m.board, on_epoch_end=m.hooks)
+    except Exception as e:
+        m.result = e
+
+
+def _finish(m: fused.Member, figures: bool) -> float:
+    metrics = evaluation.final_metrics(m.model, m.data, m.run_dir, m.result, m.trainer.objective, m.board,
+                                       figures=figures)
+    job.write_json(m.run_dir / "metrics.json", metrics)
+    objective = metrics["objective"]
+    m.lines.info(f"test/acc {metrics['test/acc']:.4f}  test/loss {metrics['test/loss']:.4f}  {objective} "
+                 f"{metrics[objective]:.4f} (best epoch {metrics['best_epoch']})  {m.run_dir}")
+    return metrics[objective]

@@ -1,0 +1,66 @@
+"""How many intra-op threads a run uses.
+
+torch starts one intra-op thread per core. Its OpenMP threads spin while they wait for each
+other, so as soon as anything else runs on the machine (a second run, the other jobs of a sweep) a
+parallel region waits for a thread that has lost its core: measured on 2 cores, a small MLP run 10-100x
+slower beside one other busy process. `trainer.threads=auto` therefore gives a run its share of the cores
+(the cores this process may use, divided by the jobs that run at once, which the sweeper announces in
+LOGITLAB_JOBS_AT_ONCE), and a single thread to work too small to gain from more.
+"""
+from __future__ import annotations
+
+import os
+
+from logitlab import ConfigError
+
+JOBS_AT_ONCE = "LOGITLAB_JOBS_AT_ONCE"  # set by the sweeper in each job's process (fused groups count once)
+# Below this many multiply-adds per training step (forward and backward) a second thread costs more in
+# synchronisation than it saves; measured on the zoo's MNIST-1D and digits models (all of them are below).
+_PARALLEL_WORK = 20_000_000
+
+
+def cores() -> int:
+    """The cores this process may run on (a SLURM or taskset allocation, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def jobs_at_once() -> int:
+    try:
+        return max(1, int(os.environ.get(JOBS_AT_ONCE, "1")))
+    except ValueError:
+        return 1
+
+
+def pick_threads(setting: int | str, work_per_step: float) -> int:
+    """The intra-op threads for `trainer.threads`: a positive integer as given, or `auto`: 1 for work
+    too small to share, else this job's share of the cores. OMP_NUM_THREADS, when set, is the user's
+    decision and wins over auto."""
+    if setting != "auto":
+        if not isinstance(setting, int) or isinstance(setting, bool) or setting < 1:
+            raise ConfigError(f"trainer.threads={setting!r} must be a positive integer or auto")
+        return setting
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    if work_per_step < _PARALLEL_WORK:
+        return 1
+    return max(1, cores() // jobs_at_once())
+
+
+def work_per_step(model, example_shape: tuple[int, ...], batch_size: int) -> float:
+    """A rough count of a training step's multiply-adds: 3 x (forward) per example, the forward taken as
+    parameters x the positions they are applied at (1 for a dense layer, the output length of a conv)."""
+    import math
+
+    from torch import nn
+
+    spatial = math.prod(example_shape[1:]) if len(example_shape) > 1 else 1
+    total = 0.0
+    for module in model.modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        reused = isinstance(module, (nn.Conv1d, nn.Conv2d, nn.GRU, nn.LSTM, nn.RNN, nn.MultiheadAttention))
+        total += own * (spatial if reused else 1)
+    return 3 * total * batch_size
+
