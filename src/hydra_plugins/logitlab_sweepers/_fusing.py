@@ -31,12 +31,17 @@ class Unit:
     fused: bool = False
 
 
-def compose(sweeper, overrides: list[str], number: int) -> DictConfig:
-    """The job's config as the launcher would compose it, numbered, its output dir resolved."""
+def compose(sweeper, overrides: list[str], number: int, base: tuple | None = None) -> DictConfig:
+    """The job's config as the launcher would compose it, numbered, its output dir resolved. With `base`
+    (an earlier job's overrides and config), a job that differs from it only in plain values (no config
+    group, nothing added or removed, no hydra key) is that config with those values set: what Hydra's
+    composition gives, at a hundredth of its cost (~0.1 s a job here, most of a small job's time)."""
     from hydra.core.hydra_config import HydraConfig
 
-    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
-    with open_dict(cfg):
+    cfg = _derived(sweeper, overrides, base) if base is not None else None
+    if cfg is None:
+        cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+    with read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
         cfg.hydra.job.id = number
         cfg.hydra.job.num = number
     HydraConfig.instance().set_config(cfg)
@@ -46,14 +51,48 @@ def compose(sweeper, overrides: list[str], number: int) -> DictConfig:
     return cfg
 
 
+def _derived(sweeper, overrides: list[str], base: tuple) -> DictConfig | None:
+    import copy
+
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    base_overrides, base_cfg = base
+    if len(overrides) != len(base_overrides):
+        return None
+    parser = OverridesParser.create()
+    new, old = parser.parse_overrides(list(overrides)), parser.parse_overrides(list(base_overrides))
+    changed = [(n, o) for n, o in zip(new, old) if n.input_line != o.input_line]
+    for n, o in changed:
+        key = n.key_or_group
+        if (key != o.key_or_group or n.package or o.package or key.startswith("hydra") or n.is_sweep_override()
+                or not (n.is_force_add() == o.is_force_add() and n.type == o.type and n.type.name == "CHANGE")
+                or key in base_cfg.hydra.runtime.choices or OmegaConf.select(base_cfg, key) is None
+                and "." not in key):
+            return None
+    cfg = copy.deepcopy(base_cfg)
+    for n, _ in changed:
+        OmegaConf.update(cfg, n.key_or_group, n.value(), merge=False, force_add=n.is_force_add())
+    task = [n for n in new if not n.key_or_group.startswith("hydra.") and n.key_or_group != "hydra"]
+    with read_write(cfg.hydra.overrides), read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
+        cfg.hydra.overrides.task = [n.input_line for n in task]
+        names = cfg.hydra.job.config.override_dirname
+        cfg.hydra.job.override_dirname = get_overrides_dirname(task, list(names.exclude_keys), names.item_sep,
+                                                               names.kv_sep)
+    return cfg
+
+
 def plan(sweeper, jobs: list[list[str]], first_number: int) -> list[Unit]:
     """Units in job order: each group is placed at its first member's position."""
     from logitlab.fused import group_key
 
     keyed: dict[str, list[int]] = {}
     configs, units = {}, []
+    bases: dict[tuple, tuple] = {}  # the config groups a job chooses -> the first such job's composition
     for k, overrides in enumerate(jobs):
-        cfg = compose(sweeper, overrides, first_number + k)
+        groups = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in sweeper.config.hydra.runtime.choices)
+        cfg = compose(sweeper, overrides, first_number + k, bases.get(groups))
+        bases.setdefault(groups, (overrides, cfg))
         task = OmegaConf.to_container(cfg, resolve=True)
         task.pop("hydra", None)
         key = group_key(task)
