@@ -32,9 +32,10 @@ tb-check: install     ## HParams over a real sweep, read in headless Chromium (i
 	$(PY) -m pip install -q playwright
 	$(PY) tools/tb_check.py $(ARGS)
 
-bench: install        ## logitlab's trainer vs a hand-written loop, Lightning and Keras, side by side
+bench: install        ## the trainer vs a hand-written loop, Lightning and Keras; sweep wall times fused vs unfused vs eadd62d
 	$(PY) -m pip install -q -e '.[dev,onnx,bench]'
 	$(PY) bench/run.py
+	$(PY) bench/sweeps.py
 
 experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity  ## every study in experiments/ (~40 min)
 

@@ -29,7 +29,11 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
     batches = BasicSweeper.split_arguments(overrides, batch_size)
     gpus = _jobs.gpus_to_pin(sweeper.config)
     if sweeper.fuse:
-        return _run_fused(sweeper, [job for batch in batches for job in batch], swept, sweep_dir, gpus)
+        from . import _fusing
+
+        units = _fusing.plan(sweeper, [job for batch in batches for job in batch], 0)
+        if any(u.fused for u in units):
+            return _run_fused(sweeper, units, swept, sweep_dir, gpus)
 
     jobs: list[_jobs.Job] = []
     returns: list[list[JobReturn]] = []
@@ -57,19 +61,19 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
     return returns
 
 
-def _run_fused(sweeper, all_jobs: list[list[str]], swept: set, sweep_dir: Path, gpus) -> list[list[JobReturn]]:
+def _run_fused(sweeper, units, swept: set, sweep_dir: Path, gpus) -> list[list[JobReturn]]:
     """The grid with fused groups: units (a group, or a job that trains alone) go out `parallelism` at a
     time; each member is then read back and summarised as a solo job is."""
     from . import _fusing
 
-    units = _fusing.plan(sweeper, all_jobs, 0)
+    total = sum(len(u.numbers) for u in units)
     sweeper.task.groups = {k: u.configs for k, u in enumerate(units) if u.fused}
     jobs: list[_jobs.Job] = []
     returns: list[list[JobReturn]] = []
-    progress = _jobs.Progress(len(all_jobs), sweeper.objective, 1)
+    progress = _jobs.Progress(total, sweeper.objective, 1)
     fused = sum(len(u.numbers) for u in units if u.fused)
-    _jobs.log.info(f"{len(all_jobs)} jobs: {fused} in {sum(u.fused for u in units)} fused groups, "
-                   f"{len(all_jobs) - fused} alone")
+    _jobs.log.info(f"{total} jobs: {fused} in {sum(u.fused for u in units)} fused groups, {total - fused} alone")
+    stopped = None
     at_once = max(1, sweeper.n_jobs or sweeper.parallelism)
     with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
         for start in range(0, len(units), at_once):
@@ -86,5 +90,9 @@ def _run_fused(sweeper, all_jobs: list[list[str]], swept: set, sweep_dir: Path, 
                     progress.finished(jobs[-1])
             jobs.sort(key=lambda j: j.number)
             _summary.write_csv(jobs, sweep_dir / "summary.csv", sweeper.objective)
-    _summary.finish(sweeper, jobs, sweep_dir, None)
+            failed = sum(j.status == "FAIL" for j in jobs)
+            if sweeper.max_failures is not None and failed > sweeper.max_failures and start + at_once < len(units):
+                stopped = f"stopped after {failed} failures (max_failures={sweeper.max_failures})"
+                break
+    _summary.finish(sweeper, jobs, sweep_dir, stopped)
     return returns

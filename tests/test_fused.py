@@ -1,0 +1,93 @@
+"""Fused groups through the command line: a sweep whose jobs train as one stacked model gives every job
+the per-epoch numbers its solo run gives (fp32 on the CPU: 1e-5 relative, over more than 100 steps),
+writes the same job directory, and resumes from its checkpoints as a solo run does."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+SMALL = ["data=mnist1d", "trainer.progress=false"]  # 57 steps an epoch: 2 epochs are 114 steps
+COLUMNS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
+
+
+def _sweep(sweep_dir: Path, *args: str, fuse: bool) -> str:
+    done = run_cli("-m", *SMALL, *args, f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.fuse={str(fuse).lower()}",
+                   "hydra.sweeper.figures=false", timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout + done.stderr
+
+
+def _histories(sweep_dir: Path) -> dict[str, list[dict]]:
+    return {d.name: list(csv.DictReader((d / "history.csv").open())) for d in sorted(sweep_dir.iterdir())
+            if (d / "history.csv").exists()}
+
+
+def _assert_equal(fused: dict, solo: dict, rel: float = 1e-5) -> None:
+    assert fused.keys() == solo.keys() and fused
+    for job in solo:
+        assert len(fused[job]) == len(solo[job]), job
+        for f_row, s_row in zip(fused[job], solo[job]):
+            for key in COLUMNS:
+                a, b = float(f_row[key]), float(s_row[key])
+                assert a == pytest.approx(b, rel=rel, abs=1e-7), (job, f_row["epoch"], key, a, b)
+
+
+GRIDS = {
+    "mlp": ["model=mlp", "model.hidden=[32,16]", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.0,0.2",
+            "trainer.label_smoothing=0.0,0.1", "trainer.epochs=2"],
+    "mlp_sgd_clip": ["model=mlp", "optim=sgd", "optim.momentum=0.0,0.9", "optim.weight_decay=0.0,1e-3",
+                     "trainer.grad_clip=null,0.5", "schedule=cosine", "trainer.epochs=2"],
+    "mlp_bn_adamw": ["model=mlp", "model.batch_norm=true", "optim=adamw", "optim.weight_decay=0.01,0.1",
+                     "optim.lr=1e-3,3e-3", "trainer.epochs=2"],
+    "cnn": ["model=cnn", "model.channels=[8,16]", "model.dropout=0.0,0.3", "seed=0,1", "trainer.epochs=2"],
+    "linear": ["model=linear", "optim=sgd", "optim.lr=0.1,0.01", "seed=0,1", "trainer.epochs=2"],
+}
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_fused_jobs_equal_their_solo_runs(tmp_path, name):
+    log = _sweep(tmp_path / "fused", *GRIDS[name], fuse=True)
+    assert "fused groups" in log and "0 alone" in log
+    _sweep(tmp_path / "solo", *GRIDS[name], fuse=False)
+    _assert_equal(_histories(tmp_path / "fused"), _histories(tmp_path / "solo"))
+    for job in _histories(tmp_path / "fused"):
+        fused_dir, solo_dir = tmp_path / "fused" / job, tmp_path / "solo" / job
+        # the same job directory: config, metrics, checkpoints, TensorBoard events
+        assert (fused_dir / ".hydra" / "config.yaml").read_text() == (solo_dir / ".hydra" / "config.yaml").read_text()
+        for path in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.json", "job.json", "versions.json"):
+            assert (fused_dir / path).is_file(), path
+        assert list(fused_dir.glob("events.out.tfevents.*"))
+        f, s = (json.loads((d / "metrics.json").read_text()) for d in (fused_dir, solo_dir))
+        assert f["test/acc"] == pytest.approx(s["test/acc"], abs=2e-3) and f["best_epoch"] == s["best_epoch"]
+    summary = list(csv.DictReader((tmp_path / "fused" / "summary.csv").open()))
+    assert len(summary) == len(_histories(tmp_path / "solo")) and all(r["status"] == "COMPLETE" for r in summary)
+
+
+def test_a_fused_group_resumes_from_its_checkpoints_as_solo_runs_do(tmp_path):
+    """Two epochs, then the same sweep asked for four: every job resumes from its last.pt (fused), and
+    ends where four epochs straight end; a job of the group also continues alone (unfused)."""
+    grid = ["model=mlp", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.1"]
+    _sweep(tmp_path / "straight", *grid, "trainer.epochs=4", fuse=True)
+    _sweep(tmp_path / "resumed", *grid, "trainer.epochs=2", fuse=True)
+    log = _sweep(tmp_path / "resumed", *grid, "trainer.epochs=4", fuse=True)
+    assert "holds this sweep already" in log
+    _assert_equal(_histories(tmp_path / "resumed"), _histories(tmp_path / "straight"), rel=1e-6)
+    _sweep(tmp_path / "alone", *grid, "trainer.epochs=2", fuse=True)
+    _sweep(tmp_path / "alone", *grid, "trainer.epochs=4", fuse=False)
+    _assert_equal(_histories(tmp_path / "alone"), _histories(tmp_path / "straight"))
+
+
+def test_a_diverging_job_fails_alone_and_the_group_goes_on(tmp_path):
+    done = run_cli("-m", *SMALL, "model=mlp", "optim=sgd", "optim.lr=0.01,1e6", "trainer.epochs=2",
+                   f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.figures=false", timeout=300)
+    assert done.returncode != 0
+    rows = {r["number"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    assert rows["0"]["status"] == "COMPLETE" and rows["1"]["status"] == "FAIL"
+    assert "training loss became" in json.loads((tmp_path / "1" / "job.json").read_text())["error"]
+    assert (tmp_path / "1" / "checkpoints" / "last.pt").is_file()  # the weights before it diverged
+    assert "Traceback" not in done.stderr
