@@ -140,6 +140,19 @@ def test_joblib_launcher_runs_parallel_jobs_one_gpu_each(tmp_path):
 
 
 # ---------------------------------------------------------------------------- Optuna studies
+def test_a_parallel_study_starts_a_trial_as_soon_as_one_ends(tmp_path):
+    """Two at a time, trial 0 slow: with no batch barrier the other slot runs every other trial meanwhile
+    (Hydra's own sweepers would wait for trial 0 before launching trials 2 and 3)."""
+    out = tmp_path / "s"
+    r = sweep("hparams_search=grid", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "slow_job=0",
+              "slow_seconds=8", f"hydra.sweep.dir={out}", cwd=tmp_path, timeout=180)
+    assert r.returncode == 0, r.stderr
+    rows = {row["number"]: row for row in summary(out)}
+    assert sorted(rows) == ["0", "1", "2", "3"] and all(row["status"] == "COMPLETE" for row in rows.values())
+    ended = {n: (out / n / "metrics.json").stat().st_mtime for n in rows}
+    assert ended["2"] < ended["0"] and ended["3"] < ended["0"], ended  # in batches, 2 and 3 wait for 0
+
+
 def test_nas_study_records_depth_and_that_many_widths_and_prunes(tmp_path):
     r = sweep("hparams_search=nas", THRESHOLD, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -76,6 +76,9 @@ def run(cfg: Any, device: str | None = None) -> Run:
     it fixes the initial weights. `device` overrides trainer.device (the config check builds on the CPU)."""
     import torch
 
+    from logitlab import runtime
+
+    runtime.skip_dynamo_import()
     objective = Objective.of(cfg.trainer.objective, cfg.trainer.get("direction", "auto"))
     # trainer.figures is the entry point's (figures are drawn after fit), not a Trainer argument
     trainer_args = {k: v for k, v in _plain(cfg.trainer).items() if k != "figures"}

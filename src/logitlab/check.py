@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from logitlab import ConfigError, build, hydra_errors, rundir
 from logitlab.objective import Objective
 
+_ABSENT = object()
 MAX_COMBINATIONS = 64  # group choices checked together; past that each value is checked on its own
 
 
@@ -73,8 +74,14 @@ class CommandLineCheck(Callback):
                                        f"trainer.objective={config.trainer.objective}, which every job returns; "
                                        f"set trainer.objective={sweeper.objective} instead")
         _check_writable("hydra.sweep.dir", Path(str(config.hydra.sweep.dir)).absolute())
+        bases: dict[tuple, tuple] = {}  # the config groups a variant chooses -> the first such composition
         for overrides in _sweep_variants(config):
-            task = _task_config(_compose(config.hydra.job.config_name, overrides))
+            choices = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in config.hydra.runtime.choices)
+            base = bases.get(choices)
+            task = derived_config(*base, overrides) if base is not None else None
+            if task is None:
+                task = _task_config(_compose(config.hydra.job.config_name, overrides))
+                bases.setdefault(choices, (overrides, task))
             _check_built(task, blame=overrides, sweep=True)
 
 
@@ -196,6 +203,44 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     except Exception as e:
         message, _ = hydra_errors.explain(e, overrides)
         raise CommandLineError(f"in the sweep's job {' '.join(overrides)}: {message}") from None
+
+
+def derived_config(base_overrides: list[str], base: DictConfig, overrides: list[str]) -> DictConfig | None:
+    """The composition of `overrides`, made from `base` (the composition of `base_overrides`) when the two
+    differ only in plain values (no config group, nothing added or removed, no hydra key): those values
+    set on a copy, what Hydra's composition gives at a hundredth of its cost (~0.1 s a composition here).
+    A config with a hydra node gets its task overrides and override_dirname too. None: compose instead."""
+    import copy
+
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from omegaconf import read_write
+
+    if len(overrides) != len(base_overrides):
+        return None
+    parser = OverridesParser.create()
+    try:
+        new, old = parser.parse_overrides(list(overrides)), parser.parse_overrides(list(base_overrides))
+    except Exception:  # let the composition say what is wrong
+        return None
+    choices = base.hydra.runtime.choices if "hydra" in base else {}
+    changed = [(n, o) for n, o in zip(new, old) if n.input_line != o.input_line]
+    for n, o in changed:
+        key = n.key_or_group
+        if (key != o.key_or_group or n.package or o.package or key.split(".")[0] == "hydra"
+                or n.is_sweep_override() or n.type.name != "CHANGE" or o.type.name != "CHANGE"
+                or key in choices or OmegaConf.select(base, key, default=_ABSENT) is _ABSENT):
+            return None
+    cfg = copy.deepcopy(base)
+    for n, _ in changed:
+        OmegaConf.update(cfg, n.key_or_group, n.value(), merge=False)
+    if "hydra" in cfg:
+        task = [n for n in new if n.key_or_group.split(".")[0] != "hydra"]
+        names = cfg.hydra.job.config.override_dirname
+        with read_write(cfg.hydra.overrides), read_write(cfg.hydra.job), open_dict(cfg.hydra.job):
+            cfg.hydra.overrides.task = [n.input_line for n in task]
+            cfg.hydra.job.override_dirname = get_overrides_dirname(task, list(names.exclude_keys), names.item_sep,
+                                                                   names.kv_sep)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------- directories

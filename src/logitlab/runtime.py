@@ -64,3 +64,22 @@ def work_per_step(model, example_shape: tuple[int, ...], batch_size: int) -> flo
         total += own * (spatial if reused else 1)
     return 3 * total * batch_size
 
+
+
+def skip_dynamo_import() -> None:
+    """torch.optim.Optimizer's add_param_group, zero_grad, state_dict and load_state_dict import
+    torch._dynamo on their first call (1.9 s here) only to mark themselves as not to be compiled. A fused
+    group never calls Optimizer.step (whose first call imports it again, for a graph break) and logitlab
+    compiles nothing but the model's forward (trainer.compile), so each of the four is given itself as its
+    dynamo-disabled form, which torch's wrapper then calls directly. Once torch._dynamo is imported, or
+    for a torch whose wrappers differ, nothing is changed."""
+    import sys
+
+    import torch
+
+    if "torch._dynamo" in sys.modules:
+        return
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        wrapped = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if wrapped is not None and getattr(wrapped, "__dynamo_disable", None) is None:
+            setattr(wrapped, "__dynamo_disable", wrapped)

@@ -32,7 +32,9 @@ def run(cfg: DictConfig) -> float:
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())[cfg.trainer.objective]
     with open(run_dir / "calls.log", "a") as f:
-        f.write(f"trained pid={os.getpid()} gpu={os.environ.get('CUDA_VISIBLE_DEVICES')}\n")
+        f.write(f"trained pid={os.getpid()} gpu={os.environ.get('CUDA_VISIBLE_DEVICES')} started={time.time()}\n")
+    if HydraConfig.get().job.num == cfg.slow_job:
+        time.sleep(cfg.slow_seconds)
     final = score(cfg)
     for epoch in range(1, cfg.epochs + 1):
         time.sleep(cfg.sleep)

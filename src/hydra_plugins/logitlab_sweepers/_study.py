@@ -116,33 +116,94 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs,
                               done=sum(t.state.is_finished() for t in study.trials))
     gpus = _jobs.gpus_to_pin(sweeper.config)
-    failures, stopped, first, returns = 0, None, True, []
     with _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir):
-        while True:
-            batch, stale = stale[:n_jobs], stale[n_jobs:]
-            if not batch:
-                batch = [_ask(study, space) for _ in range(min(n_jobs, n_trials - len(study.trials)))]
-            if not batch:
-                break
-            overrides = [space.fixed + trial.user_attrs["overrides"] for trial in batch]
-            if first:  # trials differ in values only: if the first batch composes, all do
-                _validate(sweeper, study, batch, overrides)
-                first = False
-            results = _launch(sweeper, batch, sweeper.pinned(overrides, sweep_dir, gpus))
-            returns.append(results)
-            if gpus:
-                _jobs.fresh_workers()
-            for trial, ret in zip(batch, results):
-                job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
-                _tell(study, trial, job)
-                progress.finished(job)
-                failures += job.status == "FAIL"
-            _summary.write_csv(_all_jobs(study), sweep_dir / "summary.csv", sweeper.objective)
-            if sweeper.max_failures is not None and failures > sweeper.max_failures:
-                stopped = f"stopped after {failures} failures (max_failures={sweeper.max_failures})"
-                break
+        if n_jobs > 1 and not gpus:
+            returns, stopped = _run_async(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir)
+        else:
+            returns, stopped = _run_batches(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir, gpus)
     _summary.finish(sweeper, _all_jobs(study), sweep_dir, stopped)
     return returns
+
+
+def _run_batches(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir, gpus):
+    """n_jobs trials at a time, each batch waiting for its slowest (a GPU's worker processes are
+    replaced between batches, so each job sees only its own GPU)."""
+    failures, stopped, first, returns = 0, None, True, []
+    while True:
+        batch, stale = stale[:n_jobs], stale[n_jobs:]
+        if not batch:
+            batch = [_ask(study, space) for _ in range(min(n_jobs, n_trials - len(study.trials)))]
+        if not batch:
+            break
+        overrides = [space.fixed + trial.user_attrs["overrides"] for trial in batch]
+        if first:  # trials differ in values only: if the first batch composes, all do
+            _validate(sweeper, study, batch, overrides)
+            first = False
+        results = _launch(sweeper, batch, sweeper.pinned(overrides, sweep_dir, gpus))
+        returns.append(results)
+        if gpus:
+            _jobs.fresh_workers()
+        for trial, ret in zip(batch, results):
+            job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
+            _tell(study, trial, job)
+            progress.finished(job)
+            failures += job.status == "FAIL"
+        _summary.write_csv(_all_jobs(study), sweep_dir / "summary.csv", sweeper.objective)
+        if sweeper.max_failures is not None and failures > sweeper.max_failures:
+            stopped = f"stopped after {failures} failures (max_failures={sweeper.max_failures})"
+            break
+    return returns, stopped
+
+
+def _run_async(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir):
+    """n_jobs trials running at all times: each of n_jobs threads launches one trial, tells Optuna how it
+    ended and asks the next, so a new trial starts as soon as any ends (no barrier at the slowest of a
+    batch, as Hydra's own sweepers have). Asking, telling and the summary happen under one lock."""
+    import threading
+
+    lock = threading.Lock()
+    state = {"failures": 0, "stopped": None, "error": None}
+    returns: list[list[JobReturn]] = []
+    first = stale[:1] or [_ask(study, space)] if n_trials > len(study.trials) or stale else []
+    if first:  # trials differ in values only: if the first composes, all do
+        _validate(sweeper, study, first, [space.fixed + first[0].user_attrs["overrides"]])
+        stale = first + [t for t in stale if t is not first[0]]
+
+    def next_trial():
+        with lock:
+            if state["stopped"] or state["error"]:
+                return None
+            if stale:
+                return stale.pop(0)
+            return _ask(study, space) if len(study.trials) < n_trials else None
+
+    def worker() -> None:
+        try:
+            while (trial := next_trial()) is not None:
+                overrides = sweeper.pinned([space.fixed + trial.user_attrs["overrides"]], sweep_dir, [])
+                ret = sweeper.launcher.launch(overrides, initial_job_idx=trial.number)[0]
+                with lock:
+                    returns.append([ret])
+                    job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
+                    _tell(study, trial, job)
+                    progress.finished(job)
+                    state["failures"] += job.status == "FAIL"
+                    _summary.write_csv(_all_jobs(study), sweep_dir / "summary.csv", sweeper.objective)
+                    if sweeper.max_failures is not None and state["failures"] > sweeper.max_failures:
+                        state["stopped"] = (f"stopped after {state['failures']} failures "
+                                            f"(max_failures={sweeper.max_failures})")
+        except BaseException as e:  # an interrupted job stops the sweep: the main thread re-raises it
+            with lock:
+                state["error"] = state["error"] or e
+
+    threads = [threading.Thread(target=worker, name=f"logitlab-trial-{k}", daemon=True) for k in range(n_jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if state["error"] is not None:
+        raise state["error"]
+    return returns, state["stopped"]
 
 
 def _validate(sweeper, study: optuna.Study, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
