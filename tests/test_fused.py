@@ -91,3 +91,20 @@ def test_a_diverging_job_fails_alone_and_the_group_goes_on(tmp_path):
     assert "training loss became" in json.loads((tmp_path / "1" / "job.json").read_text())["error"]
     assert (tmp_path / "1" / "checkpoints" / "last.pt").is_file()  # the weights before it diverged
     assert "Traceback" not in done.stderr
+
+
+def test_a_random_study_fuses_its_trials_and_prunes_each_on_its_own(tmp_path):
+    """A random search asks its trials ahead, trains those that stack together, reports every member's
+    epochs to its own trial and prunes members one by one; each trial equals the same study unfused."""
+    study = ["model=mlp", "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0", "hydra.sweeper.n_trials=6",
+             "optim.lr=tag(log, interval(1e-4, 3e-2))", "model.dropout=interval(0.0, 0.3)",
+             "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.25}", "trainer.epochs=3"]
+    log = _sweep(tmp_path / "fused", *study, fuse=True)
+    assert "fused group of 6" in log
+    _sweep(tmp_path / "solo", *study, fuse=False)
+    rows = {r["number"]: r for r in csv.DictReader((tmp_path / "fused" / "summary.csv").open())}
+    solo_rows = {r["number"]: r for r in csv.DictReader((tmp_path / "solo" / "summary.csv").open())}
+    assert {n: r["status"] for n, r in rows.items()} == {n: r["status"] for n, r in solo_rows.items()}
+    statuses = {r["status"] for r in rows.values()}
+    assert "PRUNED" in statuses and "COMPLETE" in statuses, statuses  # some pruned, the others went on
+    _assert_equal(_histories(tmp_path / "fused"), _histories(tmp_path / "solo"))

@@ -105,8 +105,9 @@ class Writer:
     """Writes checkpoints/last.pt and best.pt on one background thread, in order, at most as often as
     keeps their cost near 1% of training (see the module's docstring)."""
 
-    def __init__(self, directory: Path, min_spacing_s: float = 0.0):
-        self.directory, self.min_spacing_s = Path(directory), min_spacing_s
+    def __init__(self, directory: Path, min_spacing_s: float = 0.0, share: int = 1):
+        # share: runs training together (a fused group), whose writes all come out of the same training time
+        self.directory, self.min_spacing_s, self.share = Path(directory), min_spacing_s, share
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="logitlab-checkpoint")
         self._writing: Future | None = None
         self._saved_at, self._cpu_seconds = 0.0, 0.0
@@ -116,7 +117,7 @@ class Writer:
                   then: Callable[[], None] | None = None) -> None:
         """An epoch ended: write last.pt (and best.pt if `improved`) when due and the thread is free, else
         keep the state in memory if it is the best so far. The final epoch waits for its write."""
-        spacing = max(self.min_spacing_s, 100 * self._cpu_seconds)  # writes take <= 1% of training
+        spacing = max(self.min_spacing_s, 100 * self._cpu_seconds * self.share)  # writes take <= 1% of training
         free = self._writing is None or self._writing.done()
         if free and time.monotonic() - self._saved_at >= spacing or final:
             self.write(snapshot(), best=improved, wait=final, then=then)

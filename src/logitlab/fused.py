@@ -85,7 +85,7 @@ def fit_group(members: list[Member]) -> None:
     steps = math.ceil(n / bs)
     lead.use_threads(len(members) * runtime.work_per_step(members[0].model, data.input_shape, bs))
     for m in members:
-        _prepare(m, data, steps)
+        _prepare(m, data, steps, len(members))
     old_handlers = lead._catch_signals()
     try:
         pending = [m for m in members if m.result is None]
@@ -100,7 +100,7 @@ def fit_group(members: list[Member]) -> None:
         lead._restore_signals(old_handlers)
 
 
-def _prepare(m: Member, data, steps: int) -> None:
+def _prepare(m: Member, data, steps: int, group_size: int) -> None:
     t = m.trainer
     m.model.to(t.device)
     ckpt_dir = m.run_dir / "checkpoints"
@@ -111,7 +111,7 @@ def _prepare(m: Member, data, steps: int) -> None:
     m.stateful = dict(model=m.model, optimizer=opt, rng=Randomness(torch.Generator().manual_seed(m.seed), m.dropout),
                       position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
     t._restore(m.stateful, checkpoint.latest(ckpt_dir), m.config, ckpt_dir)
-    m.writer = checkpoint.Writer(ckpt_dir, t.checkpoint_every_s)
+    m.writer = checkpoint.Writer(ckpt_dir, t.checkpoint_every_s, share=group_size)
     if m.board is not None:
         m.board.start(pos.epoch)
     if pos.epoch >= t.epochs or record.stopped_early:

@@ -4,7 +4,6 @@ best.pt, metrics.json, train.log), with the training itself done together by fus
 sweeper calls `run_group` with each job's composed config once Hydra's job directory is made."""
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -71,9 +70,9 @@ def run_group(configs: Sequence[DictConfig], hooks: Sequence[Sequence[Callable]]
 
 
 def _task_config(full: DictConfig) -> DictConfig:
-    task = copy.deepcopy(full)
+    task = full.copy()  # shallow: the job's own nodes, without the hydra one
     with open_dict(task):
-        del task["hydra"]
+        task.pop("hydra", None)
     return task
 
 

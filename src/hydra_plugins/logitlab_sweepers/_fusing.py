@@ -4,7 +4,8 @@ launcher runs at once), and launches each group as one job. In that job's proces
 each member's job directory as Hydra's run_job would (.hydra/ and the resolved output dir) and hands
 them all to logitlab.group; job.json records how each ended, as for a solo job.
 
-A group's own launcher job writes to <sweep dir>/.groups/<k>/: the group's log and Hydra's files."""
+A group's own launcher job writes to <sweep dir>/.groups/<first member's number>/: the group's log and
+Hydra's files."""
 from __future__ import annotations
 
 import json
@@ -53,23 +54,25 @@ def compose(sweeper, overrides: list[str], number: int, base: tuple | None = Non
     return cfg
 
 
-def plan(sweeper, jobs: list[list[str]], first_number: int) -> list[Unit]:
-    """Units in job order: each group is placed at its first member's position."""
+def plan(sweeper, jobs: list[list[str]], numbers: list[int]) -> list[Unit]:
+    """The jobs as units, in number order (a group at its first member's number). Groups hold at most
+    fuse_max jobs, and the jobs of one key are spread over as many groups as the launcher runs at once."""
     from logitlab.fused import group_key
 
     keyed: dict[str, list[int]] = {}
     configs, units = {}, []
     bases: dict[tuple, tuple] = {}  # the config groups a job chooses -> the first such job's composition
-    for k, overrides in enumerate(jobs):
-        groups = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in sweeper.config.hydra.runtime.choices)
-        cfg = compose(sweeper, overrides, first_number + k, bases.get(groups))
-        bases.setdefault(groups, (overrides, cfg))
-        task = OmegaConf.to_container(cfg, resolve=True)
-        task.pop("hydra", None)
-        key = group_key(task)
+    for k, (overrides, number) in enumerate(zip(jobs, numbers)):
+        choices = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in sweeper.config.hydra.runtime.choices)
+        cfg = compose(sweeper, overrides, number, bases.get(choices))
+        bases.setdefault(choices, (overrides, cfg))
+        task = cfg.copy()
+        with open_dict(task):
+            task.pop("hydra")
+        key = group_key(OmegaConf.to_container(task, resolve=True))
         configs[k] = cfg
         if key is None:
-            units.append(Unit([first_number + k], [overrides], [cfg]))
+            units.append(Unit([number], [overrides], [cfg]))
         else:
             keyed.setdefault(key, []).append(k)
     at_once = max(1, sweeper.parallelism)
@@ -77,18 +80,34 @@ def plan(sweeper, jobs: list[list[str]], first_number: int) -> list[Unit]:
         size = max(1, min(sweeper.fuse_max, math.ceil(len(members) / at_once)))
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
-            units.append(Unit([first_number + k for k in chunk], [jobs[k] for k in chunk],
-                              [configs[k] for k in chunk], fused=True))
+            units.append(Unit([numbers[k] for k in chunk], [jobs[k] for k in chunk], [configs[k] for k in chunk],
+                              fused=len(chunk) > 1))
     return sorted(units, key=lambda u: u.numbers[0])
 
 
-def launch_overrides(unit: Unit, index: int, quote) -> list[str]:
-    """A unit's launcher job. A solo job keeps its own directory (pinned: launch numbers count units, not
-    jobs); a group runs under its first member's config in .groups/<index>."""
-    if unit.fused:
-        return unit.overrides[0] + [f"hydra.sweep.subdir=.groups/{index}", f"++hydra.job.env_set.{GROUP_ENV}={index}"]
-    subdir = Path(unit.configs[0].hydra.runtime.output_dir).relative_to(Path(str(unit.configs[0].hydra.sweep.dir)).absolute())
-    return unit.overrides[0] + [f"hydra.sweep.subdir={quote(str(subdir))}"]
+def launch(sweeper, units: list[Unit], sweep_dir: Path, gpus: list[str]) -> list[tuple[int, list[str], JobReturn]]:
+    """Launch the units: the groups together (each a job of its own in .groups/<first number>), then the
+    solo jobs numbered as themselves (a run of consecutive numbers per launch). Returns (number,
+    overrides, JobReturn) for every job, in number order."""
+    from ._jobs import quote
+
+    out: list[tuple[int, list[str], JobReturn]] = []
+    groups = [u for u in units if u.fused]
+    if groups:
+        sweeper.task.groups.update({u.numbers[0]: (u.numbers, u.configs) for u in groups})
+        launched = [u.overrides[0] + [f"hydra.sweep.subdir={quote('.groups/' + str(u.numbers[0]))}",
+                                      f"++hydra.job.env_set.{GROUP_ENV}={u.numbers[0]}"] for u in groups]
+        for unit, ret in zip(groups, sweeper.launch(sweeper.pinned(launched, sweep_dir, gpus), 0)):
+            out += zip(unit.numbers, unit.overrides, returns(unit, ret))
+    solos = sorted((u for u in units if not u.fused), key=lambda u: u.numbers[0])
+    start = 0
+    for end in range(1, len(solos) + 1):
+        if end == len(solos) or solos[end].numbers[0] != solos[end - 1].numbers[0] + 1:
+            batch = [u.overrides[0] for u in solos[start:end]]
+            rets = sweeper.launch(sweeper.pinned(batch, sweep_dir, gpus), solos[start].numbers[0])
+            out += [(u.numbers[0], u.overrides[0], ret) for u, ret in zip(solos[start:end], rets)]
+            start = end
+    return sorted(out, key=lambda item: item[0])
 
 
 def run_group(configs: list[DictConfig], hooks: list[list]) -> list[Any]:
@@ -115,7 +134,9 @@ def run_group(configs: list[DictConfig], hooks: list[list]) -> list[Any]:
         out = Path(cfg.hydra.runtime.output_dir)
         status = job_state(result) if isinstance(result, BaseException) else "COMPLETE"
         error = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
-        ending = {"status": status, "wall_seconds": seconds, "error": error, "fused_with": len(configs)}
+        # wall_seconds: its share of the group's, so that a summary's sum is the time spent
+        ending = {"status": status, "wall_seconds": round(seconds / len(configs), 3), "error": error,
+                  "fused_with": len(configs), "group_wall_seconds": seconds}
         (out / "job.json").write_text(json.dumps(ending, indent=2) + "\n")
         if status in ("PRUNED", "FAIL"):
             record_status(out, status)

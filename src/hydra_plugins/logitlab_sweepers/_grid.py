@@ -31,7 +31,8 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
     if sweeper.fuse:
         from . import _fusing
 
-        units = _fusing.plan(sweeper, [job for batch in batches for job in batch], 0)
+        all_jobs = [job for batch in batches for job in batch]
+        units = _fusing.plan(sweeper, all_jobs, list(range(len(all_jobs))))
         if any(u.fused for u in units):
             return _run_fused(sweeper, units, swept, sweep_dir, gpus)
 
@@ -43,7 +44,7 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
     with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
         for k, batch in enumerate(batches):
             sweeper.validate_batch_is_legal(batch)
-            results = sweeper.launcher.launch(sweeper.pinned(batch, sweep_dir, gpus), initial_job_idx=len(jobs))
+            results = sweeper.launch(sweeper.pinned(batch, sweep_dir, gpus), initial_job_idx=len(jobs))
             returns.append(list(results))
             for ret, job_overrides in zip(results, batch):
                 varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
@@ -67,7 +68,6 @@ def _run_fused(sweeper, units, swept: set, sweep_dir: Path, gpus) -> list[list[J
     from . import _fusing
 
     total = sum(len(u.numbers) for u in units)
-    sweeper.task.groups = {k: u.configs for k, u in enumerate(units) if u.fused}
     jobs: list[_jobs.Job] = []
     returns: list[list[JobReturn]] = []
     progress = _jobs.Progress(total, sweeper.objective, 1)
@@ -77,18 +77,16 @@ def _run_fused(sweeper, units, swept: set, sweep_dir: Path, gpus) -> list[list[J
     at_once = max(1, sweeper.n_jobs or sweeper.parallelism)
     with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
         for start in range(0, len(units), at_once):
-            batch = list(enumerate(units))[start:start + at_once]
-            launched = [_fusing.launch_overrides(u, k, _jobs.quote) for k, u in batch]
-            results = sweeper.launcher.launch(sweeper.pinned(launched, sweep_dir, gpus), initial_job_idx=start)
-            for (k, unit), ret in zip(batch, results):
-                member_returns = _fusing.returns(unit, ret) if unit.fused else [ret]
-                returns.append(member_returns)
-                for number, job_overrides, member in zip(unit.numbers, unit.overrides, member_returns):
-                    varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
-                    params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
-                    jobs.append(_jobs.read_job(member, number, varying, params))
-                    progress.finished(jobs[-1])
+            launched = _fusing.launch(sweeper, units[start:start + at_once], sweep_dir, gpus)
+            returns.append([ret for _, _, ret in launched])
+            for number, job_overrides, ret in launched:
+                varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
+                params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
+                jobs.append(_jobs.read_job(ret, number, varying, params))
+                progress.finished(jobs[-1])
             jobs.sort(key=lambda j: j.number)
+            if gpus:
+                _jobs.fresh_workers()
             _summary.write_csv(jobs, sweep_dir / "summary.csv", sweeper.objective)
             failed = sum(j.status == "FAIL" for j in jobs)
             if sweeper.max_failures is not None and failed > sweeper.max_failures and start + at_once < len(units):

@@ -67,7 +67,8 @@ class Task:
         # launcher sends this object to the job's process, so the job needs nothing from the sweeper's.
         self.link: dict | None = None
         self.jobs_at_once = 1  # set by the sweeper: the job's trainer.threads=auto takes its share of the cores
-        self.groups: dict[int, list[DictConfig]] = {}  # fused groups by index: their members' configs
+        # fused groups by their first member's number: (members' numbers, their composed configs)
+        self.groups: dict[int, tuple[list[int], list[DictConfig]]] = {}
 
     def __call__(self, cfg: DictConfig) -> Any:
         from logitlab.runtime import JOBS_AT_ONCE
@@ -90,7 +91,8 @@ class Task:
 
         try:
             if os.environ.get(GROUP_ENV):  # a fused group: its members record their own endings
-                return run_group(self.groups[int(os.environ[GROUP_ENV])], [])
+                numbers, configs = self.groups[int(os.environ[GROUP_ENV])]
+                return run_group(configs, [_trial_hooks(self.link, n) for n in numbers])
             with _pruning_hook(self.link, int(hc.job.num)):
                 value = self.task_function(cfg)
         except BaseException as e:
@@ -109,6 +111,15 @@ class Task:
             raise ValueError(f"the objective is {value}")
         record("COMPLETE")
         return value
+
+
+def _trial_hooks(link: dict | None, trial_number: int) -> list:
+    """A fused member's per-epoch hooks: its trial's reporter (and pruner), for a study."""
+    if link is None:
+        return []
+    from ._pruning import epoch_reporter
+
+    return [epoch_reporter(trial_number=trial_number, **link)]
 
 
 @contextmanager

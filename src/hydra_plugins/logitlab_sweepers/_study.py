@@ -116,8 +116,10 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs,
                               done=sum(t.state.is_finished() for t in study.trials))
     gpus = _jobs.gpus_to_pin(sweeper.config)
+    if sweeper.fuse and _asks_ahead(sweeper.sampler):  # trials asked together, launched as fused groups
+        n_jobs = max(n_jobs, sweeper.fuse_max * max(1, sweeper.parallelism))
     with _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir):
-        if n_jobs > 1 and not gpus:
+        if n_jobs > 1 and not gpus and not (sweeper.fuse and _asks_ahead(sweeper.sampler)):
             returns, stopped = _run_async(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir)
         else:
             returns, stopped = _run_batches(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir, gpus)
@@ -136,10 +138,12 @@ def _run_batches(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep
         if not batch:
             break
         overrides = [space.fixed + trial.user_attrs["overrides"] for trial in batch]
-        if first:  # trials differ in values only: if the first batch composes, all do
-            _validate(sweeper, study, batch, overrides)
+        if first:  # trials differ in values only: if the first composes, all do
+            _validate(sweeper, study, batch, overrides[:1])
             first = False
-        results = _launch(sweeper, batch, sweeper.pinned(overrides, sweep_dir, gpus))
+        results = _launch_fused(sweeper, batch, overrides, sweep_dir, gpus) if sweeper.fuse and len(batch) > 1 else None
+        if results is None:
+            results = _launch(sweeper, batch, sweeper.pinned(overrides, sweep_dir, gpus))
         returns.append(results)
         if gpus:
             _jobs.fresh_workers()
@@ -181,7 +185,7 @@ def _run_async(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_d
         try:
             while (trial := next_trial()) is not None:
                 overrides = sweeper.pinned([space.fixed + trial.user_attrs["overrides"]], sweep_dir, [])
-                ret = sweeper.launcher.launch(overrides, initial_job_idx=trial.number)[0]
+                ret = sweeper.launch(overrides, initial_job_idx=trial.number)[0]
                 with lock:
                     returns.append([ret])
                     job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
@@ -204,6 +208,25 @@ def _run_async(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_d
     if state["error"] is not None:
         raise state["error"]
     return returns, state["stopped"]
+
+
+def _asks_ahead(sampler: Any) -> bool:
+    """Whether the sampler loses nothing by being asked many trials before any is told (random, grid,
+    QMC): then a study asks fuse_max of them at once and trains those that stack as fused groups. An
+    adaptive sampler (TPE) is asked n_jobs at a time, which groups fuse only if n_jobs > 1."""
+    target = sampler.get("_target_", "") if isinstance(sampler, dict) else str(sampler)
+    return target in ("random", "grid") or target.endswith(("RandomSampler", "GridSampler", "QMCSampler"))
+
+
+def _launch_fused(sweeper, batch: list[optuna.Trial], overrides: list[list[str]], sweep_dir: Path, gpus) -> list | None:
+    """The batch's trials as fused groups where they stack (numbered as their trials); None if none do."""
+    from . import _fusing
+
+    units = _fusing.plan(sweeper, overrides, [t.number for t in batch])
+    if not any(u.fused for u in units):
+        return None
+    by_number = {number: ret for number, _, ret in _fusing.launch(sweeper, units, sweep_dir, gpus)}
+    return [by_number[t.number] for t in batch]
 
 
 def _validate(sweeper, study: optuna.Study, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
@@ -242,7 +265,7 @@ def _launch(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]) -> l
     results, start = [], 0
     for end in range(1, len(batch) + 1):
         if end == len(batch) or batch[end].number != batch[end - 1].number + 1:
-            results += sweeper.launcher.launch(overrides[start:end], initial_job_idx=batch[start].number)
+            results += sweeper.launch(overrides[start:end], initial_job_idx=batch[start].number)
             start = end
     return results
 
