@@ -35,7 +35,7 @@ tb-check: install     ## HParams over a real sweep, read in headless Chromium (i
 bench: install        ## the trainer vs a hand-written loop, Lightning and Keras; sweep wall times fused vs unfused vs eadd62d
 	$(PY) -m pip install -q -e '.[dev,onnx,bench]'
 	$(PY) bench/run.py
-	$(PY) bench/sweeps.py
+	$(PY) bench/overhead.py
 
 experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity  ## every study in experiments/ (~40 min)
 

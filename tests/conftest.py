@@ -45,6 +45,18 @@ def run_cli(*args: str, module: str = "logitlab.train", timeout: float = 300, en
                           timeout=timeout, cwd=cwd or ROOT, env={**os.environ, **(env or {})})
 
 
+def figures_drawn(run_dir: Path, timeout: float = 120) -> None:
+    """Wait until the figures a finished run draws in the background (trainer.figures=auto) are written."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (Path(run_dir) / "figures.pid").exists():
+        assert time.monotonic() < deadline, f"the figures of {run_dir} were not drawn in {timeout} s"
+        time.sleep(0.1)
+    error = Path(run_dir) / "figures.error"
+    assert not error.exists(), error.read_text()
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """One real training run through the command line (an MLP on digits, 3 epochs) shared by the predict,

@@ -20,6 +20,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import figures_drawn
 from logitlab import ConfigError, checkpoint
 
 APP = Path(__file__).parent / "sweep_app" / "app.py"
@@ -381,6 +382,7 @@ def test_tensorboard_test_tags_are_the_scores_of_best_pt(loss_run):
 
     m = metrics(loss_run)
     assert m["best_epoch"] < m["epochs"], m  # otherwise best and final weights would be the same
+    figures_drawn(loss_run)
     events = EventAccumulator(str(loss_run), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     [test_acc] = events.Scalars("test/acc")

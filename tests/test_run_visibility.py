@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import figures_drawn, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,20 @@ def test_a_resume_and_a_warning_reach_train_log(tmp_path):
     assert out.returncode == 0, out.stderr
     log = (run_dir / "train.log").read_text()
     assert "[WARNING] - " in log and "is truncated" in log and "resuming from epoch" in log
+
+
+def test_a_single_run_draws_its_figures_after_it_has_ended(tmp_path):
+    """At the defaults the command does not wait for its figures (2-3 s of matplotlib and tracing): a child
+    draws them into the run's TensorBoard events once the run has ended."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    done = run_cli("trainer.epochs=2", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"figures: drawing in the background into {tmp_path}" in done.stderr
+    assert (tmp_path / "metrics.json").is_file()  # the run's own results are there before its figures
+    figures_drawn(tmp_path)
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    assert {"test/confusion_matrix", "test/reliability", "test/misclassified"} <= set(events.Tags()["images"])
+    assert events.Tags()["graph"]
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2  # the run's, and the figures' own

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONF, ROOT
+from conftest import CONF, ROOT, figures_drawn
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = {"digits": (1, 8, 8), "mnist1d": (1, 40)}  # offline datasets and the input shape each gives
@@ -309,6 +309,7 @@ def check_train(zoo: Zoo, model: str, data: str) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert list(run.glob("events.out.tfevents.*")), sorted(p.name for p in run.iterdir())
+    figures_drawn(run)
     events = EventAccumulator(str(run))
     events.Reload()
     tags = events.Tags()

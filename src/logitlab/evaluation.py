@@ -14,7 +14,7 @@ from logitlab.scoring import loss_and_accuracy
 
 
 def final_metrics(model: nn.Module, data: SplitData, run_dir: Path, record, objective: Objective,
-                  board=None, figures: bool = True) -> dict:
+                  board=None, figures: bool | str = True) -> dict:
     """Load best.pt into `model`, score it on the test split, log that to `board`, and return the run's
     metrics. `record` is the trainer's Record (history, best epoch, seconds)."""
     device = next(model.parameters()).device

@@ -19,13 +19,14 @@ log = logging.getLogger("logitlab")
 GROUPS = ("data", "model", "optim", "schedule")  # the config groups that say what a run is
 
 
-def figures(setting) -> bool:
-    """trainer.figures: true, false, or auto (a single run draws them; a sweep's jobs do not: 1-2 s each,
-    more than a small job's training)."""
+def figures(setting) -> bool | str:
+    """trainer.figures: true (drawn before the run ends), false, or auto: a single run has them drawn in
+    the background once it has ended ("background"; 2-3 s, more than its training, off the command's
+    time); a sweep's jobs do not draw them (1-2 s each; the sweep draws its own)."""
     from hydra.types import RunMode
 
     if setting == "auto":
-        return HydraConfig.get().mode != RunMode.MULTIRUN
+        return "background" if HydraConfig.get().mode != RunMode.MULTIRUN else False
     if not isinstance(setting, bool):
         raise ConfigError(f"trainer.figures={setting!r} must be true, false or auto")
     return setting

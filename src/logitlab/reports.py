@@ -108,21 +108,30 @@ def plot_reliability(cal: dict):
 
 def plot_misclassified(x: Tensor, y: Tensor, probs: Tensor, class_names: list[str], limit: int = 25):
     """The most confident mistakes, each titled `true -> predicted (probability)`; None if there are none.
-    `x` is (N, C, H, W) normalised data, shown per image rescaled to [0, 1]."""
+    `x` is (N, C, H, W) normalised data, shown per image rescaled to [0, 1]. One mosaic on one axes:
+    25 axes of their own cost matplotlib a second."""
     conf, pred = probs.max(dim=1)
     wrong = (pred != y).nonzero().flatten()
     if not len(wrong):
         return None
     wrong = wrong[conf[wrong].argsort(descending=True)][:limit]
-    cols = min(5, len(wrong))
-    rows = -(-len(wrong) // cols)
+    imgs = x[wrong].float()[:, :3]
+    lo = imgs.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = imgs.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    imgs = ((imgs - lo) / (hi - lo).clamp_min(1e-8)).permute(0, 2, 3, 1).numpy()  # (k, H, W, C)
+    k, h, w, c = imgs.shape
+    cols = min(5, k)
+    rows = -(-k // cols)
+    gap_x, gap_y = max(1, w // 8), max(2, h // 2)  # room between tiles, and above each for its title
+    mosaic = np.ones((rows * (h + gap_y), cols * (w + gap_x), c), dtype=np.float32)
     fig = _figure(1.6 * cols, 1.8 * rows)
-    for k, i in enumerate(wrong.tolist()):
-        img = x[i].float()
-        img = (img - img.min()) / (img.max() - img.min()).clamp_min(1e-8)
-        ax = fig.add_subplot(rows, cols, k + 1)
-        ax.imshow(img[0].numpy() if img.shape[0] == 1 else img[:3].permute(1, 2, 0).numpy(), cmap="gray")
-        ax.set_title(f"{class_names[y[i]]} -> {class_names[pred[i]]} ({conf[i]:.2f})", fontsize=8)
-        ax.axis("off")
+    ax = fig.add_subplot()
+    for n, i in enumerate(wrong.tolist()):
+        top, left = (n // cols) * (h + gap_y) + gap_y, (n % cols) * (w + gap_x)
+        mosaic[top:top + h, left:left + w] = imgs[n]
+        ax.text(left + w / 2, top - 0.5, f"{class_names[y[i]]} -> {class_names[pred[i]]} ({conf[i]:.2f})",
+                ha="center", va="bottom", fontsize=8)
+    ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
     fig.suptitle("most confident mistakes: true -> predicted (probability)", fontsize=9)
     return fig

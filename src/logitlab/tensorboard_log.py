@@ -61,13 +61,16 @@ class RunBoard:
         self.writer.flush()
 
     def test(self, model: nn.Module, x: Tensor, y: Tensor, class_names: list[str], step: int,
-             scores: dict, figures: bool) -> None:
+             scores: dict, figures: bool | str) -> None:
         """The end of a finished run: `scores` (test/ scores of `model`, the weights of best.pt, and the
-        best/ values the run returns) as scalars, its figures and graph, and the HParams status SUCCESS."""
+        best/ values the run returns) as scalars, its figures and graph, and the HParams status SUCCESS.
+        figures="background": drawn by a child process after the run has ended (draw_in_background)."""
         if self.writer is None:
             self.start(step)
         for tag, value in {**scores, "status/pruned": 0.0}.items():
             self.writer.add_scalar(tag, value, step)
+        if figures == "background" and draw_in_background(self.run_dir, model, x, y, class_names, step):
+            figures = False
         if figures:
             self._guarded("test figures", lambda: log_figures(self.writer, model, x, y, class_names, step, "test"))
             self._guarded("model graph", lambda: log_graph(self.writer, model, x))
@@ -88,6 +91,47 @@ class RunBoard:
         """The HParams session start, in the run's own directory (not the timestamped sub-run that
         SummaryWriter.add_hparams makes) so TensorBoard over a sweep directory compares every run."""
         self.writer.file_writer.add_summary(_session_start(self.hparams))
+
+
+FIGURES_PENDING = "figures.pid"  # in a run directory while a child process draws its figures
+
+
+def draw_in_background(run_dir: Path, model: nn.Module, x: Tensor, y: Tensor, class_names: list[str],
+                       step: int) -> bool:
+    """Fork a child that draws the test figures and the model graph (2-3 s of matplotlib and tracing,
+    more than a small run's training) into an event file of its own, then exits; the run ends without
+    waiting. <run_dir>/figures.pid holds the child's pid until it is done. False where that cannot be
+    done (no fork; a model on a GPU, whose context a child cannot share): then draw them in place."""
+    import os
+
+    if not hasattr(os, "fork") or x.device.type != "cpu" or next(model.parameters()).device.type != "cpu":
+        return False
+    marker = Path(run_dir) / FIGURES_PENDING
+    marker.write_text("")
+    pid = os.fork()
+    if pid:
+        logging.getLogger("logitlab").info(f"figures: drawing in the background into {run_dir} (pid {pid})")
+        return True
+    try:  # the child: no output of its own, one thread, its own event file (named by its pid)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        torch.set_num_threads(1)  # the parent's OpenMP threads do not exist here
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir))
+        log_figures(writer, model, x, y, class_names, step, "test")
+        log_graph(writer, model, x)
+        writer.close()
+    except BaseException as e:  # a figure is a view of the run: say so in its log, never more
+        try:
+            with open(Path(run_dir) / "figures.error", "w") as f:
+                f.write(f"{type(e).__name__}: {_first_line(e)}\n")
+        except OSError:
+            pass
+    finally:
+        marker.unlink(missing_ok=True)
+        os._exit(0)
 
 
 def record_status(run_dir: str | Path, status: str, step: int = 0) -> None:

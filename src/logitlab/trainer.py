@@ -236,7 +236,7 @@ class Trainer:
             pos.losses, pos.preds, pos.correct = [], [], None
         autocast = self._autocast()
         params = [p for p in model.parameters() if p.requires_grad] if self.grad_clip else None
-        zero_grad = _grad_resetter(opt)
+        zero_grad, opt_step = _grad_resetter(opt), _stepper(opt)
         keep_layout = x.dim() == 4 and not x.is_contiguous()  # channels_last images (GPU): x[idx] keeps it
         for step in range(pos.step, math.ceil(len(x) / bs)):
             if self._signal is not None:
@@ -251,7 +251,7 @@ class Trainer:
             loss.backward()
             if params:
                 nn.utils.clip_grad_norm_(params, self.grad_clip)
-            opt.step()
+            opt_step()
             if step_schedule is not None:
                 step_schedule.step()
             pos.losses.append(loss.detach())
@@ -340,6 +340,29 @@ def _grad_resetter(opt: torch.optim.Optimizer) -> Callable[[], None]:
         for p in params:
             p.grad = None
     return zero_grad
+
+
+def _stepper(opt: torch.optim.Optimizer) -> Callable[[], None]:
+    """`opt.step()`, for torch's own Adam, AdamW and SGD without the two wrappers torch puts around it:
+    the first call of one imports torch._dynamo (1.9 s here, for a graph break that only torch.compile
+    needs) and every call opens a profiler range and runs the step hooks. The step inside, run under
+    no_grad as the wrapper runs it, is the same update. With torch.compile in use, step hooks, or a
+    differentiable optimizer, the wrapped step is called."""
+    import sys
+
+    unwrapped = type(opt).step
+    while hasattr(unwrapped, "__wrapped__"):  # profile_hook_step, then _use_grad_for_differentiable
+        unwrapped = unwrapped.__wrapped__
+    hooked = opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+    if (type(opt) not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) or "torch._dynamo" in sys.modules
+            or hooked or opt.defaults.get("differentiable") or unwrapped.__name__ != "step"):
+        return opt.step
+
+    def step() -> None:
+        with torch.no_grad():
+            unwrapped(opt)
+        opt._opt_called = True  # what the wrapper tells an LR schedule: step() was called
+    return step
 
 
 def _channels_last(data: SplitData) -> SplitData:

@@ -1,5 +1,6 @@
-"""Sweep wall times, side by side in one run: a 64-job grid (8 seeds x 8 learning rates) on MNIST-1D, 10
-epochs each, through the command line as users run it:
+"""What a run costs outside training, side by side in one run, through the command line as users run it.
+
+1. Sweep wall times: a 64-job grid (8 seeds x 8 learning rates) on MNIST-1D, 10 epochs each:
 
   fused      this checkout, `-m` at its defaults (fused groups)
   unfused    this checkout, hydra.sweeper.fuse=false
@@ -8,7 +9,13 @@ epochs each, through the command line as users run it:
              (randperm, forward, cross_entropy, backward, fused Adam; val scored each epoch): the floor for
              training one model at a time
 
-Usage: python bench/sweeps.py [--rows mlp,mlp100,cnn] [--out bench/sweeps.md]. Needs git (for the
+2. Two runs started together on this machine against one alone (MNIST-1D MLP, 40 epochs; train_seconds
+   from metrics.json): at trainer.threads=auto, and at 2 threads (what torch picks on 2 cores by default).
+
+3. End to end: the default command (`make train`: softmax regression on digits, figures on) against
+   `python -c "import torch"`, alternating, medians of 5.
+
+Usage: python bench/overhead.py [--rows mlp,mlp100,cnn] [--out bench/overhead.md]. Needs git (for the
 eadd62d worktree) and optuna."""
 from __future__ import annotations
 
@@ -88,10 +95,62 @@ def optuna_loop(spec: dict) -> float:
     return time.perf_counter() - started
 
 
+def _train(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "logitlab.train", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def concurrency(reps: int = 3) -> list[str]:
+    """train_seconds of one run alone and of each of two started together, medians over `reps`."""
+    import statistics
+
+    run = ["data=mnist1d", "model=mlp", "trainer.epochs=40", "trainer.progress=false", "trainer.figures=false"]
+    lines = ["## Two runs started together (MNIST-1D MLP 40-64-32-10, 40 epochs): train_seconds", "",
+             "| trainer.threads | alone (s) | each of two together (s) | together / alone | target <= 2.2 |",
+             "|---|---|---|---|---|"]
+    for threads in ("auto", "2"):
+        alone, together = [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in range(reps):
+                p = _train(Path(tmp) / f"a{k}", *run, f"trainer.threads={threads}")
+                p.wait()
+                alone.append(json.loads((Path(tmp) / f"a{k}" / "metrics.json").read_text())["train_seconds"])
+                pair = [_train(Path(tmp) / f"b{k}{j}", *run, f"trainer.threads={threads}") for j in range(2)]
+                for q in pair:
+                    q.wait()
+                together += [json.loads((Path(tmp) / f"b{k}{j}" / "metrics.json").read_text())["train_seconds"]
+                             for j in range(2)]
+        a, t = statistics.median(alone), statistics.median(together)
+        lines.append(f"| {threads} | {a:.2f} | {t:.2f} | {t / a:.2f} | {'✓' if t / a <= 2.2 else '✗'} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def end_to_end(reps: int = 5) -> list[str]:
+    """`python -m logitlab.train` (the default run, figures on) against `python -c 'import torch'`."""
+    import statistics
+
+    torch_s, train_s = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(reps):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import torch"], check=True)
+            torch_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            _train(Path(tmp) / str(k)).wait()
+            train_s.append(time.perf_counter() - started)
+    t, r = statistics.median(torch_s), statistics.median(train_s)
+    line = (f"| `python -c 'import torch'` | {t:.2f} s |\n| `python -m logitlab.train` (make train, figures on) | "
+            f"{r:.2f} s (+{r - t:.2f} s; target +1.0) |")
+    print(line, flush=True)
+    return ["## End to end: the default command against importing torch (medians of 5, alternating)", "",
+            "| command | wall |", "|---|---|", line]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="mlp,mlp100,cnn")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "sweeps.md"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "overhead.md"))
     args = parser.parse_args()
     import torch
 
@@ -121,6 +180,7 @@ def main() -> None:
                 print(lines[-1], flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
+    lines += ["", *concurrency(), "", *end_to_end()]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"written {args.out}")
 
