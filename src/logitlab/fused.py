@@ -130,6 +130,8 @@ def _train_together(lead: Trainer, members: list[Member], data, steps: int) -> N
     sizes = torch.full((steps,), float(bs := lead.batch_size), device=lead.device)
     sizes[-1] = len(x) - bs * (steps - 1)
     while members:
+        # variants whose optimizer hyperparameters agree side by side: each such run steps in one kernel call
+        members = sorted(members, key=lambda m: repr(StackedOptimizer.hyperparameters(m.stateful["optimizer"])))
         stack = StackedModel([m.model for m in members], [m.stateful["rng"].dropout for m in members])
         opt = StackedOptimizer(list(stack.weights), [m.stateful["optimizer"] for m in members])
         smoothing = _per_variant([m.trainer.label_smoothing for m in members], 0.0, lead.device)

@@ -19,14 +19,15 @@ log = logging.getLogger("logitlab")
 GROUPS = ("data", "model", "optim", "schedule")  # the config groups that say what a run is
 
 
-def figures(setting) -> bool | str:
+def figures(setting, multirun: bool | None = None) -> bool | str:
     """trainer.figures: true (drawn before the run ends), false, or auto: a single run has them drawn in
     the background once it has ended ("background"; 2-3 s, more than its training, off the command's
     time); a sweep's jobs do not draw them (1-2 s each; the sweep draws its own)."""
     from hydra.types import RunMode
 
     if setting == "auto":
-        return "background" if HydraConfig.get().mode != RunMode.MULTIRUN else False
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN if multirun is None else multirun
+        return False if multirun else "background"
     if not isinstance(setting, bool):
         raise ConfigError(f"trainer.figures={setting!r} must be true, false or auto")
     return setting
@@ -63,7 +64,13 @@ class HistoryFile:
 
         if self.rows is None:
             self.rows = list(csv.DictReader(self.path.open())) if self.path.exists() else []
-        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [{"epoch": epoch, **metrics}]
+        row = {"epoch": epoch, **metrics}
+        if self.rows and int(self.rows[-1]["epoch"]) == epoch - 1 and list(self.rows[-1]) == list(row):
+            self.rows.append(row)  # the next epoch, same columns: one line appended, not the file rewritten
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=list(row)).writerow(row)
+            return
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.rows[-1]))
@@ -72,9 +79,10 @@ class HistoryFile:
         os.replace(tmp, self.path)
 
 
-def hparams(cfg: DictConfig) -> dict:
-    """What distinguishes this run: its config group choices, seed, and every override it was given."""
-    hc = HydraConfig.get()
+def hparams(cfg: DictConfig, hc: DictConfig | None = None) -> dict:
+    """What distinguishes this run: its config group choices, seed, and every override it was given.
+    `hc`: the job's hydra node (a fused group's member), else Hydra's current one."""
+    hc = hc if hc is not None else HydraConfig.get()
     values = {group: hc.runtime.choices.get(group) or "none" for group in GROUPS}
     values["seed"] = cfg.seed
     for override in hc.overrides.task:

@@ -186,63 +186,94 @@ class StackedOptimizer:
         for p in self.weights:
             p.grad.zero_()
 
+    @staticmethod
+    def hyperparameters(opt: torch.optim.Optimizer) -> tuple:
+        """What must agree for variants to step in one call: the values of the optimizer's group."""
+        group = opt.param_groups[0]
+        return tuple(group.get(k) for k in _HYPERPARAMETERS[type(opt)])
+
     def read_hyperparameters(self) -> None:
-        """Which variants step together: those whose solo optimizers' groups hold the same values now."""
+        """Which variants step together: those whose solo optimizers' groups hold the same values now
+        (contiguous runs of the stack when the group's members were stacked in that order)."""
         groups: dict[tuple, list[int]] = {}
         for i, o in enumerate(self.optimizers):
-            group = o.param_groups[0]
-            groups.setdefault(tuple(group.get(k) for k in _HYPERPARAMETERS[self.kind]), []).append(i)
+            groups.setdefault(self.hyperparameters(o), []).append(i)
         self._groups = groups
+        self._slices = [(v[0], v[-1] + 1) for v in groups.values()] \
+            if all(v == list(range(v[0], v[-1] + 1)) for v in groups.values()) else None
 
     @torch.no_grad()
     def step(self) -> None:
-        if self.kind is not torch.optim.SGD and self.fused:
-            self.steps.add_(1)
+        if self.kind is torch.optim.SGD:
+            for variants in self._groups.values():
+                self._sgd(variants)
+            return
+        if self.fused:
+            self.step_count.add_(1)  # one count for every variant and weight: they all step together
+        if self.fused and self._slices is not None:
+            for a, b in self._slices:
+                self._adam_kernel(self.optimizers[a].param_groups[0], [p.detach()[a:b] for p in self.weights],
+                                  [p.grad[a:b] for p in self.weights], [m[a:b] for m in self.exp_avg],
+                                  [v[a:b] for v in self.exp_avg_sq])
+            return
         for variants in self._groups.values():
-            (self._sgd if self.kind is torch.optim.SGD else self._adam)(variants)
+            self._adam(variants)
 
     def _link_adam_state(self) -> None:
-        """Every variant's Adam state, made now if it has none (as Adam._init_group makes it), with its step
-        counts as views of one (N, K) tensor: the fused kernel's counts then go up in one op, not N x K."""
+        """Every variant's Adam state, made now if it has none (as Adam._init_group makes it), held in
+        stacked (N, ...) moments with the solo optimizers' states as views of them. With the fused
+        kernel one step count serves every variant and weight (they step together)."""
         from torch.optim.optimizer import _get_scalar_dtype
 
-        fused = bool(self.optimizers[0].param_groups[0].get("fused"))
+        self.fused = bool(self.optimizers[0].param_groups[0].get("fused"))
         device = self.weights[0].device
-        dtype = _get_scalar_dtype(is_fused=True) if fused else _get_scalar_dtype()
-        self.steps = torch.zeros(len(self.optimizers), len(self.weights), dtype=dtype,
-                                 device=device if fused else "cpu")
+        self.exp_avg = [torch.zeros_like(p) for p in self.weights]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.weights]
+        counts = set()
         for i, opt in enumerate(self.optimizers):
-            for k, (solo, view) in enumerate(zip(opt.param_groups[0]["params"], self.views[i])):
+            for k, solo in enumerate(opt.param_groups[0]["params"]):
                 state = opt.state[solo]
                 if state:
-                    self.steps[i, k] = float(state["step"])
-                else:
-                    state["exp_avg"] = torch.zeros_like(view, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(view, memory_format=torch.preserve_format)
-                state["step"] = self.steps[i, k]
-        self.fused = fused
+                    self.exp_avg[k][i].copy_(state["exp_avg"])
+                    self.exp_avg_sq[k][i].copy_(state["exp_avg_sq"])
+                    counts.add(float(state["step"]))
+                state["exp_avg"], state["exp_avg_sq"] = self.exp_avg[k][i], self.exp_avg_sq[k][i]
+        if len(counts) > 1:
+            raise NotFusible("the variants' optimizers have taken different numbers of steps")
+        count = counts.pop() if counts else 0.0
+        if self.fused:
+            self.step_count = torch.tensor(count, dtype=_get_scalar_dtype(is_fused=True), device=device)
+        for opt in self.optimizers:
+            for solo in opt.param_groups[0]["params"]:
+                opt.state[solo]["step"] = self.step_count if self.fused else torch.tensor(count, dtype=_get_scalar_dtype())
 
     def _adam(self, variants: list[int]) -> None:
+        """The variants' step, from per-variant views (their hyperparameters agree, their places in the
+        stack do not form one run; or torch's foreach / single-tensor Adam)."""
         from torch.optim.adam import adam
 
         group = self.optimizers[variants[0]].param_groups[0]
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         for i in variants:
             opt = self.optimizers[i]
-            for solo, view, grad in zip(opt.param_groups[0]["params"], self.views[i], self.grad_views[i]):
-                state = opt.state[solo]
-                params.append(view), grads.append(grad), steps.append(state["step"])
-                exp_avgs.append(state["exp_avg"]), exp_avg_sqs.append(state["exp_avg_sq"])
-        beta1, beta2 = group["betas"]
-        decoupled = bool(group.get("decoupled_weight_decay"))
-        if self.fused:  # torch's fused kernel itself (step counts already counted, in step())
-            kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-            kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
-                   weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False)
+            for k, (solo, view, grad) in enumerate(zip(opt.param_groups[0]["params"], self.views[i], self.grad_views[i])):
+                params.append(view), grads.append(grad), steps.append(opt.state[solo]["step"])
+                exp_avgs.append(self.exp_avg[k][i]), exp_avg_sqs.append(self.exp_avg_sq[k][i])
+        if self.fused:
+            self._adam_kernel(group, params, grads, exp_avgs, exp_avg_sqs)
             return
+        beta1, beta2 = group["betas"]
         adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=group.get("foreach"), fused=False,
-             decoupled_weight_decay=decoupled, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
-             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+             decoupled_weight_decay=bool(group.get("decoupled_weight_decay")), amsgrad=False, beta1=beta1,
+             beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+    def _adam_kernel(self, group: dict, params, grads, exp_avgs, exp_avg_sqs) -> None:
+        """torch's fused Adam / AdamW kernel itself (the step count was counted in step())."""
+        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+        beta1, beta2 = group["betas"]
+        kernel(params, grads, exp_avgs, exp_avg_sqs, [], [self.step_count] * len(params), lr=group["lr"],
+               beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
+               maximize=False)
 
     def _sgd(self, variants: list[int]) -> None:
         from torch.optim.sgd import sgd
