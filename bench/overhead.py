@@ -147,31 +147,43 @@ def end_to_end(reps: int = 5) -> list[str]:
             "| command | wall |", "|---|---|", line]
 
 
+def optuna_loop_command(key: str) -> float:
+    """Wall seconds of `python bench/overhead.py --optuna-loop KEY`: the study as its own command, imports
+    included, as the sweeps are timed."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--optuna-loop", key], check=True, cwd=ROOT)
+    return time.perf_counter() - started
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--optuna-loop":
+        import torch
+
+        torch.set_num_threads(1)
+        optuna_loop(ROWS[sys.argv[2]][2])
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="mlp,mlp100,cnn")
     parser.add_argument("--out", default=str(ROOT / "bench" / "overhead.md"))
+    parser.add_argument("--sections", default="sweeps,concurrency,end_to_end")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         old = tmp / OLD
         subprocess.run(["git", "worktree", "add", "--detach", str(old), OLD], cwd=ROOT, check=True, capture_output=True)
         try:
             lines = ["# Sweep wall times: 64 jobs (8 seeds x 8 lr), MNIST-1D, 10 epochs each\n",
-                     f"Command: `python bench/sweeps.py --rows {args.rows}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); "
+                     f"Command: `python bench/overhead.py --rows {args.rows} --sections {args.sections}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); "
                      f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start.\n",
                      "| row | fused (s) | unfused (s) | unfused: sum of train_seconds (s) | eadd62d unfused (s) | "
                      "optuna+loop (s) | eadd62d / fused | optuna+loop / fused | unfused <= 1.3 x train + 3 s |",
                      "|---|---|---|---|---|---|---|---|---|"]
-            for key in args.rows.split(","):
+            for key in args.rows.split(",") if "sweeps" in args.sections else []:
                 name, model, spec = ROWS[key]
                 fused, _ = sweep(ROOT, model, tmp / f"{key}-fused")
                 unfused, train = sweep(ROOT, model, tmp / f"{key}-unfused", "hydra.sweeper.fuse=false")
                 previous, _ = sweep(old, model, tmp / f"{key}-old")
-                loop = optuna_loop(spec)
+                loop = optuna_loop_command(key)
                 over_old, over_loop = TARGETS[key]
                 mark = lambda ratio, target: f"{ratio:.2f}" + ("" if target is None else (" ✓" if ratio >= target else " ✗"))  # noqa: E731
                 lines.append(f"| {name} | {fused:.1f} | {unfused:.1f} | {train:.1f} | {previous:.1f} | {loop:.1f} | "
@@ -180,7 +192,10 @@ def main() -> None:
                 print(lines[-1], flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, capture_output=True)
-    lines += ["", *concurrency(), "", *end_to_end()]
+    if "concurrency" in args.sections:
+        lines += ["", *concurrency()]
+    if "end_to_end" in args.sections:
+        lines += ["", *end_to_end()]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"written {args.out}")
 

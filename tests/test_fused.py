@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 SMALL = ["data=mnist1d", "trainer.progress=false"]  # 57 steps an epoch: 2 epochs are 114 steps
 COLUMNS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
@@ -41,7 +45,11 @@ GRIDS = {
     "mlp": ["model=mlp", "model.hidden=[32,16]", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.0,0.2",
             "trainer.label_smoothing=0.0,0.1", "trainer.epochs=2"],
     "mlp_sgd_clip": ["model=mlp", "optim=sgd", "optim.momentum=0.0,0.9", "optim.weight_decay=0.0,1e-3",
-                     "trainer.grad_clip=null,0.5", "schedule=cosine", "trainer.epochs=2"],
+                     "optim.dampening=0.0,0.3", "trainer.grad_clip=null,0.5", "schedule=cosine", "trainer.epochs=2"],
+    "mlp_sgd_nesterov": ["model=mlp", "optim=sgd", "optim.momentum=0.9", "optim.nesterov=false,true",
+                         "optim.lr=0.01,0.05", "trainer.epochs=2"],
+    "mlp_adam_betas_patience": ["model=mlp", "optim.betas=[0.9,0.999],[0.8,0.99]", "optim.eps=1e-8,1e-6",
+                                "optim.lr=3e-2", "trainer.patience=1,2", "trainer.epochs=6"],
     "mlp_bn_adamw": ["model=mlp", "model.batch_norm=true", "optim=adamw", "optim.weight_decay=0.01,0.1",
                      "optim.lr=1e-3,3e-3", "trainer.epochs=2"],
     "cnn": ["model=cnn", "model.channels=[8,16]", "model.dropout=0.0,0.3", "seed=0,1", "trainer.epochs=2"],
@@ -49,7 +57,11 @@ GRIDS = {
 }
 
 
-@pytest.mark.parametrize("name", list(GRIDS))
+# make test-all; the fast ones cover seed, lr, dropout, label smoothing, betas, eps, patience, mlp and cnn
+SLOW_GRIDS = {"mlp_sgd_clip", "mlp_sgd_nesterov", "mlp_bn_adamw", "linear"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_GRIDS else n for n in GRIDS])
 def test_fused_jobs_equal_their_solo_runs(tmp_path, name):
     log = _sweep(tmp_path / "fused", *GRIDS[name], fuse=True)
     assert "fused groups" in log and "0 alone" in log
@@ -82,6 +94,29 @@ def test_a_fused_group_resumes_from_its_checkpoints_as_solo_runs_do(tmp_path):
     _assert_equal(_histories(tmp_path / "alone"), _histories(tmp_path / "straight"))
 
 
+def test_a_killed_fused_group_resumes_to_the_uninterrupted_run(tmp_path):
+    """SIGINT mid-run: every member checkpoints the step it is at; the same command continues them, as one
+    group again, to the numbers an uninterrupted group gives."""
+    grid = ["model=mlp", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.1", "trainer.epochs=40"]
+    _sweep(tmp_path / "straight", *grid, fuse=True)
+    command = [sys.executable, "-m", "logitlab.train", "-m", *SMALL, *grid, f"hydra.sweep.dir={tmp_path / 'killed'}",
+               "hydra.sweeper.figures=false"]
+    with open(tmp_path / "killed.log", "w") as out:
+        run = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        history = tmp_path / "killed" / "0" / "history.csv"
+        deadline = time.monotonic() + 120
+        while not (history.exists() and len(history.read_text().splitlines()) > 3):
+            assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()
+            time.sleep(0.02)
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=60) != 0
+    log = (tmp_path / "killed.log").read_text()
+    assert "resume with:" in log, log[-2000:]
+    assert all((tmp_path / "killed" / str(n) / "checkpoints" / "last.pt").is_file() for n in range(4))
+    _sweep(tmp_path / "killed", *grid, fuse=True)
+    _assert_equal(_histories(tmp_path / "killed"), _histories(tmp_path / "straight"), rel=1e-6)
+
+
 def test_a_diverging_job_fails_alone_and_the_group_goes_on(tmp_path):
     done = run_cli("-m", *SMALL, "model=mlp", "optim=sgd", "optim.lr=0.01,1e6", "trainer.epochs=2",
                    f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.figures=false", timeout=300)
@@ -108,3 +143,14 @@ def test_a_random_study_fuses_its_trials_and_prunes_each_on_its_own(tmp_path):
     statuses = {r["status"] for r in rows.values()}
     assert "PRUNED" in statuses and "COMPLETE" in statuses, statuses  # some pruned, the others went on
     _assert_equal(_histories(tmp_path / "fused"), _histories(tmp_path / "solo"))
+
+
+def test_threads_auto_is_one_for_small_models_and_a_bad_value_is_one_line(tmp_path):
+    done = run_cli(*SMALL, "model=mlp", "trainer.epochs=1", "trainer.figures=false", f"hydra.run.dir={tmp_path / 'a'}")
+    assert done.returncode == 0 and "1 torch threads" in done.stderr, done.stderr[-2000:]
+    done = run_cli(*SMALL, "model=mlp", "trainer.epochs=1", "trainer.figures=false", "trainer.threads=2",
+                   f"hydra.run.dir={tmp_path / 'b'}")
+    assert done.returncode == 0 and "2 torch threads" in done.stderr, done.stderr[-2000:]
+    done = run_cli(*SMALL, "trainer.threads=0", f"hydra.run.dir={tmp_path / 'c'}")
+    assert done.returncode == 2 and done.stderr.strip() == \
+        "error: trainer.threads=0 must be a positive integer or auto", done.stderr

@@ -3,6 +3,7 @@ jobs of a fused group (fused.py) alike: versions.json, history.csv, metrics.json
 whether the directory holds this config's finished run already."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -100,6 +101,7 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+@functools.lru_cache(maxsize=1)  # once per process: the jobs of a sweep run in the same one
 def versions() -> dict:
     import torch
 
