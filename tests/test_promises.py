@@ -97,7 +97,8 @@ def best_epoch_by(hist: list[dict], key: str, lowest: bool) -> int:
 
 
 def snapshot(directory: Path) -> dict:
-    """Every file under `directory`: its bytes and mtime."""
+    """Every file under `directory`: its bytes and mtime (once figures drawn after the run are written)."""
+    figures_drawn(directory)
     return {str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
