@@ -17,7 +17,7 @@ from torch import nn
 from logitlab import checkpoint
 from logitlab.data import SplitData
 from logitlab.models import CNN, MLP, SoftmaxRegression
-from logitlab.trainer import Interrupted, Trainer, _make_optimizer
+from logitlab.trainer import Interrupted, Trainer, make_optimizer
 
 # bench/contenders.py: the benchmark's hand-written loop and its Keras copy of a model
 _spec = importlib.util.spec_from_file_location("bench_contenders",
@@ -101,11 +101,11 @@ def test_trainer_matches_the_hand_written_loop_step_for_step(data, tmp_path, nam
 def test_fused_kernel_is_picked_unless_the_config_picks_one(data):
     params = list(nn.Linear(4, 2).parameters())
     group = lambda opt: opt.param_groups[0]  # noqa: E731
-    assert group(_make_optimizer(functools.partial(torch.optim.Adam, lr=0.1), params))["fused"] is True
-    assert group(_make_optimizer(functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9), params))["fused"] is True
-    assert not group(_make_optimizer(functools.partial(torch.optim.Adam, lr=0.1, foreach=True), params))["fused"]
-    assert group(_make_optimizer(functools.partial(torch.optim.Adam, lr=0.1, fused=False), params))["fused"] is False
-    assert isinstance(_make_optimizer(functools.partial(torch.optim.RMSprop, lr=0.1), params), torch.optim.RMSprop)
+    assert group(make_optimizer(functools.partial(torch.optim.Adam, lr=0.1), params))["fused"] is True
+    assert group(make_optimizer(functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9), params))["fused"] is True
+    assert not group(make_optimizer(functools.partial(torch.optim.Adam, lr=0.1, foreach=True), params))["fused"]
+    assert group(make_optimizer(functools.partial(torch.optim.Adam, lr=0.1, fused=False), params))["fused"] is False
+    assert isinstance(make_optimizer(functools.partial(torch.optim.RMSprop, lr=0.1), params), torch.optim.RMSprop)
 
 
 class _SignalAt(nn.Module):

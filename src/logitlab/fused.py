@@ -20,8 +20,8 @@ import torch
 
 from logitlab import checkpoint, runtime
 from logitlab.scoring import EVAL_BATCH
-from logitlab.stacked import NotFusible, StackedModel, StackedOptimizer, clip_grad_norms, cross_entropy, stack_input
-from logitlab.trainer import Diverged, Interrupted, Trainer, _epoch_line, _make_optimizer, _run_summary
+from logitlab.stacked import StackedModel, StackedOptimizer, clip_grad_norms, cross_entropy, stack_input
+from logitlab.trainer import Diverged, Interrupted, Trainer, epoch_line, make_optimizer, run_summary
 from logitlab.training_state import Position, Randomness, Record, copied
 
 log = logging.getLogger("logitlab")
@@ -86,7 +86,7 @@ def fit_group(members: list[Member]) -> None:
     lead.use_threads(len(members) * runtime.work_per_step(members[0].model, data.input_shape, bs))
     for m in members:
         _prepare(m, data, steps, len(members))
-    old_handlers = lead._catch_signals()
+    old_handlers = lead.catch_signals()
     try:
         pending = [m for m in members if m.result is None]
         while pending:  # members resumed at different positions train in separate stacks
@@ -97,7 +97,7 @@ def fit_group(members: list[Member]) -> None:
     finally:
         for m in members:
             m.writer.close()
-        lead._restore_signals(old_handlers)
+        lead.restore_signals(old_handlers)
 
 
 def _prepare(m: Member, data, steps: int, group_size: int) -> None:
@@ -105,19 +105,19 @@ def _prepare(m: Member, data, steps: int, group_size: int) -> None:
     m.model.to(t.device)
     ckpt_dir = m.run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    opt = _make_optimizer(m.optimizer, list(m.model.parameters()))
-    sched, m.schedule_per_step = t._make_schedule(m.schedule, opt, steps)
+    opt = make_optimizer(m.optimizer, list(m.model.parameters()))
+    sched, m.schedule_per_step = t.make_schedule(m.schedule, opt, steps)
     pos, record = Position(labels=data.train[1], batch_size=t.batch_size), Record()
     m.stateful = dict(model=m.model, optimizer=opt, rng=Randomness(torch.Generator().manual_seed(m.seed), m.dropout),
                       position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
-    t._restore(m.stateful, checkpoint.latest(ckpt_dir), m.config, ckpt_dir)
+    t.restore(m.stateful, checkpoint.latest(ckpt_dir), m.config, ckpt_dir)
     m.writer = checkpoint.Writer(ckpt_dir, t.checkpoint_every_s, share=group_size)
     if m.board is not None:
         m.board.start(pos.epoch)
     if pos.epoch >= t.epochs or record.stopped_early:
         m.result = record
     elif not pos.epoch and not pos.step:
-        m.lines.info(_run_summary(m.model, data, t.device, steps, t.batch_size))
+        m.lines.info(run_summary(m.model, data, t.device, steps, t.batch_size))
         m.writer.write(_snapshot(m), best=True)
 
 
@@ -139,9 +139,9 @@ def _train_together(lead: Trainer, members: list[Member], data, steps: int) -> N
         while not any(m.result is not None for m in members):
             started = time.perf_counter()
             losses, right = _train_epoch(lead, stack, opt, members, data, steps, smoothing, clips)
-            if lead._signal is not None:
+            if lead.signal_received is not None:
                 _checkpoint_all(stack, members, losses, right)
-                raise Interrupted(lead._signal, f"stopped by {signal.Signals(lead._signal).name} in epoch "
+                raise Interrupted(lead.signal_received, f"stopped by {signal.Signals(lead.signal_received).name} in epoch "
                                   f"{members[0].stateful['position'].epoch + 1}; every job of the fused group "
                                   f"checkpointed")
             _end_epoch(lead, stack, opt, members, data, sizes @ losses, right, time.perf_counter() - started)
@@ -173,7 +173,7 @@ def _train_epoch(lead: Trainer, stack, opt, members, data, steps, smoothing, cli
                                                                                   device=x.device)
     preds, step = [], first
     for step in range(first, steps):
-        if lead._signal is not None:
+        if lead.signal_received is not None:
             break
         idx = perms[:, step * bs:(step + 1) * bs]  # (N, B)
         logits = stack(stack_input(x, idx))
@@ -251,7 +251,7 @@ def _end_epoch(lead, stack, opt, members, data, loss_sums, right, seconds) -> No
             record.best = dict(metrics, epoch=pos.epoch)
         record.stopped_early = bool(t.patience) and record.best is not None \
             and pos.epoch - record.best["epoch"] >= t.patience
-        m.lines.info(_epoch_line(pos.epoch, t.epochs, metrics) + ("  (stopping early)" if record.stopped_early else ""))
+        m.lines.info(epoch_line(pos.epoch, t.epochs, metrics) + ("  (stopping early)" if record.stopped_early else ""))
         if m.board is not None:
             m.board.epoch(pos.epoch, metrics)
         done = pos.epoch == t.epochs or record.stopped_early
@@ -274,5 +274,3 @@ def _end_epoch(lead, stack, opt, members, data, loss_sums, right, seconds) -> No
     log.info(f"fused group of {len(members)}: epoch {members[0].stateful['position'].epoch}/{lead.epochs} "
              f"in {seconds:.2f}s, {sum(m.result is not None for m in members)} ending")
 
-
-__all__ = ["FUSIBLE_KEYS", "Member", "NotFusible", "fit_group", "group_key"]

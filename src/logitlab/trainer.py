@@ -101,7 +101,7 @@ class Trainer:
         self.patience = patience
         runtime.pick_threads(threads, 0)  # refuses a bad value here, before any run starts
         self.threads = threads
-        self._signal: int | None = None
+        self.signal_received: int | None = None
 
     # ------------------------------------------------------------------ the run
     def fit(self, model: nn.Module, data: SplitData, optimizer: Callable, run_dir: str | Path,
@@ -122,13 +122,13 @@ class Trainer:
         self.use_threads(runtime.work_per_step(model, data.input_shape, self.batch_size))
         model, data = self._to_device(model, data)
         n, steps_per_epoch = len(data.train[0]), math.ceil(len(data.train[0]) / self.batch_size)
-        opt = _make_optimizer(optimizer, list(model.parameters()))
-        sched, sched_per_step = self._make_schedule(schedule, opt, steps_per_epoch)
+        opt = make_optimizer(optimizer, list(model.parameters()))
+        sched, sched_per_step = self.make_schedule(schedule, opt, steps_per_epoch)
         pos, record = Position(labels=data.train[1], batch_size=self.batch_size), Record()
         stateful = dict(model=model, optimizer=opt, rng=Randomness(torch.Generator().manual_seed(seed)),
                         position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
         config = config or {}
-        self._restore(stateful, checkpoint.latest(ckpt_dir), config, ckpt_dir)
+        self.restore(stateful, checkpoint.latest(ckpt_dir), config, ckpt_dir)
 
         sizes = torch.full((steps_per_epoch,), float(self.batch_size), device=self.device)
         sizes[-1] = n - self.batch_size * (steps_per_epoch - 1)  # the last batch may be partial
@@ -137,9 +137,9 @@ class Trainer:
         if board is not None:
             board.start(pos.epoch)
         if not pos.epoch and not pos.step:
-            log.info(_run_summary(model, data, self.device, steps_per_epoch, self.batch_size))
+            log.info(run_summary(model, data, self.device, steps_per_epoch, self.batch_size))
         step_model = torch.compile(model) if self.compile else model
-        old_handlers = self._catch_signals()
+        old_handlers = self.catch_signals()
         bar = _progress_bar(self.progress, self.epochs, pos.epoch)
         try:
             if not pos.epoch and not pos.step:  # the initial weights: a run that diverges at once keeps them
@@ -147,9 +147,9 @@ class Trainer:
             while pos.epoch < self.epochs and not record.stopped_early:
                 started = time.perf_counter()
                 self._train_epoch(step_model, opt, sched if sched_per_step else None, data, pos, stateful["rng"])
-                if self._signal is not None:
+                if self.signal_received is not None:
                     writer.write(snapshot(), wait=True)
-                    raise Interrupted(self._signal, f"stopped by {signal.Signals(self._signal).name} in epoch "
+                    raise Interrupted(self.signal_received, f"stopped by {signal.Signals(self.signal_received).name} in epoch "
                                       f"{pos.epoch + 1} at step {pos.step}; checkpoint {ckpt_dir / 'last.pt'} written")
                 metrics = self._finish_epoch(step_model, opt, sched, sched_per_step, data, pos, sizes)
                 metrics["seconds"] = time.perf_counter() - started
@@ -161,7 +161,7 @@ class Trainer:
                     record.best = dict(metrics, epoch=pos.epoch)
                 record.stopped_early = bool(self.patience) and record.best is not None \
                     and pos.epoch - record.best["epoch"] >= self.patience
-                epoch_log.info(_epoch_line(pos.epoch, self.epochs, metrics)
+                epoch_log.info(epoch_line(pos.epoch, self.epochs, metrics)
                                + (f"  (no better {self.selection.name} in {self.patience} epochs: stopping)"
                                   if record.stopped_early else ""))
                 if board is not None:
@@ -177,7 +177,7 @@ class Trainer:
         finally:
             writer.close()
             bar.close()
-            self._restore_signals(old_handlers)
+            self.restore_signals(old_handlers)
         return record
 
     def use_threads(self, work_per_step: float) -> None:
@@ -195,7 +195,7 @@ class Trainer:
                 data = _channels_last(data)
         return model, data
 
-    def _restore(self, stateful: dict, ckpt: dict | None, config: dict, ckpt_dir: Path) -> None:
+    def restore(self, stateful: dict, ckpt: dict | None, config: dict, ckpt_dir: Path) -> None:
         """Load every stateful object from `ckpt`; a checkpoint made under another config, or holding
         state this run has no place for (or lacking some), is refused in one line."""
         if ckpt is None:
@@ -229,7 +229,7 @@ class Trainer:
         """Run the remaining steps of the current epoch; stops early (keeping `pos`) on a signal."""
         x, y = data.train
         bs = self.batch_size
-        if self._signal is not None:  # arrived between epochs: stop before the next order is drawn
+        if self.signal_received is not None:  # arrived between epochs: stop before the next order is drawn
             return
         if pos.perm is None:
             pos.perm = torch.randperm(len(x), generator=rng.shuffle).to(x.device)
@@ -239,7 +239,7 @@ class Trainer:
         zero_grad, opt_step = _grad_resetter(opt), _stepper(opt)
         keep_layout = x.dim() == 4 and not x.is_contiguous()  # channels_last images (GPU): x[idx] keeps it
         for step in range(pos.step, math.ceil(len(x) / bs)):
-            if self._signal is not None:
+            if self.signal_received is not None:
                 return
             idx = pos.perm[step * bs:(step + 1) * bs]
             xb = x[idx] if keep_layout else x.index_select(0, idx)  # index_select: half x[idx]'s cost on CPU
@@ -280,7 +280,7 @@ class Trainer:
         return dict(zip(("train/loss", "train/acc", "val/loss", "val/acc"), values), lr=lr)
 
     # ------------------------------------------------------------------ helpers
-    def _make_schedule(self, schedule, opt, steps_per_epoch):
+    def make_schedule(self, schedule, opt, steps_per_epoch):
         """Per-batch schedules (OneCycleLR) need the total number of steps; the rest step per epoch."""
         if schedule is None:
             return None, False
@@ -293,12 +293,12 @@ class Trainer:
             return nullcontext()  # a disabled torch.autocast still costs microseconds per step
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _catch_signals(self) -> dict:
+    def catch_signals(self) -> dict:
         """SIGINT/SIGTERM/SIGUSR1 finish the current step, then `fit` checkpoints and raises Interrupted."""
-        self._signal = None
+        self.signal_received = None
 
         def handler(signum, frame):
-            self._signal = signum
+            self.signal_received = signum
 
         old = {}
         # Under SLURM, submitit requeues a preempted job on its own USR2 handler and needs SIGTERM left
@@ -311,12 +311,12 @@ class Trainer:
             pass
         return old
 
-    def _restore_signals(self, old: dict) -> None:
+    def restore_signals(self, old: dict) -> None:
         for sig, handler in old.items():
             signal.signal(sig, handler)
 
 
-def _make_optimizer(factory: Callable, params: list) -> torch.optim.Optimizer:
+def make_optimizer(factory: Callable, params: list) -> torch.optim.Optimizer:
     """`factory(params)` with the optimizer's fused kernel where it has one for these parameters: one kernel
     over all of them instead of a Python loop (Adam's step on a small CPU model is 2x faster). A config that
     picks an implementation itself (`fused` or `foreach`) is left alone."""
@@ -370,12 +370,12 @@ def _channels_last(data: SplitData) -> SplitData:
     return replace(data, train=nhwc(data.train), val=nhwc(data.val), test=nhwc(data.test))
 
 
-def _epoch_line(epoch: int, epochs: int, m: dict) -> str:
+def epoch_line(epoch: int, epochs: int, m: dict) -> str:
     return (f"epoch {epoch}/{epochs}  train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "
             f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  lr {m['lr']:.3g}  {m['seconds']:.2f}s")
 
 
-def _run_summary(model: nn.Module, data: SplitData, device: torch.device, steps: int, batch_size: int) -> str:
+def run_summary(model: nn.Module, data: SplitData, device: torch.device, steps: int, batch_size: int) -> str:
     """What is about to train, as Keras' model.summary() and Lightning's start-of-fit lines say it."""
     leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
     rows = [f"  {name:<20} {type(m).__name__:<18} {sum(p.numel() for p in m.parameters(recurse=False)):>9,}"
