@@ -60,6 +60,9 @@ GRIDS = {
     "mlp_bn_adamw": ["model=mlp", "model.batch_norm=true", "optim=adamw", "optim.weight_decay=0.01,0.1",
                      "optim.lr=1e-3,3e-3", "trainer.epochs=2"],
     "cnn": ["model=cnn", "model.channels=[8,16]", "model.dropout=0.0,0.3", "seed=0,1", "trainer.epochs=2"],
+    # too big to gain from stacking: the group's jobs train one after another, as alone
+    "cnn_big": ["model=cnn", "model.channels=[128,64]", "model.kernel_size=7", "model.dropout=0.0,0.2",
+                "trainer.epochs=1"],
     "linear": ["model=linear", "optim=sgd", "optim.lr=0.1,0.01", "seed=0,1", "trainer.epochs=2"],
 }
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from logitlab import build, evaluation, fused, job, stacked
+from logitlab import build, evaluation, fused, job, runtime, stacked
 from logitlab.training_state import Record
 
 log = logging.getLogger("logitlab")
@@ -87,20 +87,37 @@ def _job_log(full: DictConfig, i: int) -> tuple[logging.Logger, logging.Handler]
     return lines, handler
 
 
+# Past this many multiply-adds per training step a model is compute-bound on a CPU: stacking it gains
+# nothing and grouped convolutions lose (measured on MNIST-1D, 10 seeds: the zoo's CNN 25-25-25, ~1e8,
+# trains 1.6x faster fused; cnn_nas's best with batch norm, 128-64 channels, ~8e8, 0.6x). Such members
+# train one after another, in this process.
+_STACK_WORK = 3e8
+
+
 def _stackable(members: list[fused.Member]) -> list[list[fused.Member]]:
     """Members whose built models and optimizers stack, together (a group is formed from configs; a
-    value that changes a shape after all, e.g. dropout adding a layer, splits it here)."""
+    value that changes a shape after all, e.g. dropout adding a layer, splits it here); a member whose
+    model is too big to gain from stacking, or does not stack, alone."""
     parts: dict[tuple, list[fused.Member]] = {}
     for m in members:
+        on_cpu = m.trainer.device.type == "cpu"
+        work = runtime.work_per_step(m.model, m.data.input_shape, m.trainer.batch_size)
         try:
-            key = (stacked.signature(m.model),)
+            key = (stacked.signature(m.model),) if work <= _STACK_WORK or not on_cpu else (id(m),)
         except stacked.NotFusible:
             key = (id(m),)
         parts.setdefault(key, []).append(m)
+    alone = sum(len(p) == 1 for p in parts.values())
+    if alone > 1:
+        log.info(f"{alone} jobs of this group train one after another: their models are too big to gain from "
+                 f"stacking (~{work:.0e} multiply-adds a step) or do not stack")
     return list(parts.values())
 
 
 def _fit(part: list[fused.Member]) -> None:
+    if len(part) == 1:
+        _fit_alone(part[0])
+        return
     try:
         fused.fit_group(part)
     except stacked.NotFusible as e:  # an optimizer option that does not stack: each trains alone
@@ -110,6 +127,11 @@ def _fit(part: list[fused.Member]) -> None:
 
 
 def _fit_alone(m: fused.Member) -> None:
+    """Trainer.fit, with torch's global RNG where this job's solo run would have it (other jobs were built
+    since): its dropout masks are its solo run's."""
+    import torch
+
+    torch.set_rng_state(m.dropout.get_state())
     try:
         m.result = m.trainer.fit(m.model, m.data, m.optimizer, m.run_dir, schedule=m.schedule, seed=m.seed,
                                  config=m.config, board=m.board, on_epoch_end=m.hooks)
