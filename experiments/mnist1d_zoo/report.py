@@ -22,7 +22,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from logitlab import checkpoint  # noqa: E402
-from logitlab.trainer import evaluate  # noqa: E402
+from logitlab.scoring import loss_and_accuracy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -52,7 +52,7 @@ def final_weights(run: Path) -> tuple[float, int]:
     model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
     model.load_state_dict(checkpoint.load(run / "checkpoints" / "last.pt")["model"])
     steps = cfg.trainer.epochs * math.ceil(len(data.train[0]) / cfg.trainer.batch_size)
-    return 100 * evaluate(model, *data.test)[1].item(), steps
+    return 100 * loss_and_accuracy(model, *data.test)[1], steps
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
