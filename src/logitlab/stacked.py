@@ -154,9 +154,11 @@ _HYPERPARAMETERS = {torch.optim.Adam: ("lr", "betas", "eps", "weight_decay", "de
 class StackedOptimizer:
     """Adam, AdamW or SGD over the stacked weights, each variant with the hyperparameters of its own solo
     optimizer (`optimizers[i]`, built as its solo run builds it; a schedule steps those). Variants whose
-    hyperparameters agree step together in one call of torch's own update (torch.optim.adam.adam /
-    sgd.sgd, with the solo optimizer's fused or foreach choice) on views of the stacked weights, and the
-    optimizer state lives in the solo optimizers themselves: their state_dict() is a solo checkpoint's."""
+    hyperparameters agree step together in one call of torch's own update: the fused Adam / AdamW kernel
+    on the run of the stack they occupy (per-variant views where they do not form one run), or
+    torch.optim.adam.adam / sgd.sgd with the solo optimizer's foreach choice. Each solo optimizer's state
+    holds views of the stacked moments (SGD: its own momentum buffers), so its state_dict() is a solo
+    checkpoint's."""
 
     def __init__(self, weights: list[nn.Parameter], optimizers: list[torch.optim.Optimizer]):
         kinds = {type(o) for o in optimizers}
