@@ -52,7 +52,7 @@ GRIDS = {
     "mlp": ["model=mlp", "model.hidden=[32,16]", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.0,0.2",
             "trainer.label_smoothing=0.0,0.1", "trainer.epochs=2"],
     "mlp_sgd_clip": ["model=mlp", "optim=sgd", "optim.momentum=0.0,0.9", "optim.weight_decay=0.0,1e-3",
-                     "optim.dampening=0.0,0.3", "trainer.grad_clip=null,0.5", "schedule=cosine", "trainer.epochs=2"],
+                     "+optim.dampening=0.0,0.3", "trainer.grad_clip=null,0.5", "schedule=cosine", "trainer.epochs=2"],
     "mlp_sgd_nesterov": ["model=mlp", "optim=sgd", "optim.momentum=0.9", "optim.nesterov=false,true",
                          "optim.lr=0.01,0.05", "trainer.epochs=2"],
     "mlp_adam_betas_patience": ["model=mlp", "+optim.betas=[0.9,0.999],[0.8,0.99]", "+optim.eps=1e-8,1e-6",
