@@ -162,6 +162,10 @@ def _train_epoch(lead: Trainer, stack, opt, members, data, steps, smoothing, cli
     x, y = data.train
     bs = lead.batch_size
     positions = [m.stateful["position"] for m in members]
+    if positions[0].perm is None and lead.signal_received is not None:
+        # arrived between epochs: stop before the next order is drawn (a checkpoint at step 0 keeps no
+        # order, so drawing one would leave the shuffle generator a permutation ahead of the resume)
+        return torch.zeros(0, len(members), device=x.device), torch.zeros(len(members), dtype=torch.long, device=x.device)
     if positions[0].perm is None:
         for m, pos in zip(members, positions):
             pos.perm = torch.randperm(len(x), generator=m.stateful["rng"].shuffle).to(x.device)
