@@ -20,7 +20,11 @@ train: install        ## the default experiment: softmax regression on 8x8 digit
 test: install         ## the fast tests (a few minutes on 2 cores)
 	$(PY) -m pytest
 
-test-all: install     ## every test, including those marked slow
+test-all: install     ## every test, including those marked slow (installs PostgreSQL for the shared-study tests)
+	command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+	  || { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+	$(PY) -m pip install -q -e '.[dev,onnx,postgres]'
 	$(PY) -m pytest -m ""
 
 tb: install           ## TensorBoard over every run and sweep

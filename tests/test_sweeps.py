@@ -197,10 +197,14 @@ def test_killed_study_resumes_where_it_stopped(tmp_path):
     r = sweep(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     trials = study_of(out).trials
-    assert [t.number for t in trials] == [0, 1, 2, 3]  # n_trials in total, numbering went on
-    assert all(t.state.name == "COMPLETE" for t in trials)
-    assert [trainings(out / str(n)) for n in range(4)] == [1, 1, 2, 1]  # only the killed trial again
-    assert len(summary(out)) == 4
+    # the killed sweeper's trial 2 is continued first, as trial 3 in job 2; n_trials counts it once
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[3].user_attrs["continues"] == 2 and trials[3].user_attrs["job"] == 2
+    assert trials[3].params == trials[2].params
+    assert [trainings(out / str(n)) for n in (0, 1, 2, 4)] == [1, 1, 2, 1]  # only the killed trial again
+    assert not (out / "3").exists()
+    assert [(r["number"], r["status"], Path(r["job_dir"]).name) for r in summary(out)] == [
+        ("0", "COMPLETE", "0"), ("1", "COMPLETE", "1"), ("3", "COMPLETE", "2"), ("4", "COMPLETE", "4")]
 
 
 def test_interrupted_study_keeps_its_summary_and_resumes(tmp_path):
@@ -213,10 +217,14 @@ def test_interrupted_study_keeps_its_summary_and_resumes(tmp_path):
     states = {row["x"]: row["status"] for row in summary(out)}
     assert states["0.2"] == "RUNNING" and set(states.values()) <= {"COMPLETE", "RUNNING"}
     assert sweep(*args, cwd=tmp_path).returncode == 0
-    trials = study_of(out).trials
-    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+    trials = [t for t in study_of(out).trials if "continues" not in t.user_attrs]
+    continued = {t.user_attrs["continues"]: t for t in study_of(out).trials if "continues" in t.user_attrs}
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" or t.number in continued for t in trials)
     again = next(t for t in trials if t.params["x"] == 0.2)
-    assert trainings(out / str(again.number)) == 2  # launched again in its own job dir
+    assert again.state.name == "FAIL" and continued[again.number].state.name == "COMPLETE"
+    assert "its sweeper released it" in again.user_attrs["error"]
+    assert trainings(out / str(again.number)) == 2  # continued in its own job dir
+    assert len(summary(out)) == 4
 
 
 @pytest.mark.slow  # submitit polls its jobs' result files: ~10 s

@@ -20,13 +20,20 @@ PRUNERS = {"median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_tria
            "hyperband": {"_target_": "optuna.pruners.HyperbandPruner"}}
 
 
-def open_storage(storage: str) -> Any:
+def open_storage(storage: str, heartbeat_s: Optional[int] = None) -> Any:
     """An Optuna storage: a database URL (sqlite:///study.db, postgresql://...) or the path of an
-    Optuna journal file (for processes on one host)."""
+    Optuna journal file (for processes on one host). `heartbeat_s`: the sweeper's, whose trials' leases
+    (_leases.py) use the database's heartbeat table."""
+    import warnings
+
     import optuna
 
     if "://" in storage:
-        return optuna.storages.RDBStorage(storage)
+        if heartbeat_s is None:
+            return optuna.storages.RDBStorage(storage)
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9, still in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_s, grace_period=4 * heartbeat_s)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
 
 
@@ -62,10 +69,14 @@ def epoch_reporter(storage: str, study_name: str, trial_number: int, objective: 
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage),
                               sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(pruner))
-    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial_number), None)
-    if frozen is None or frozen.state.is_finished():
+    from ._leases import job_number
+
+    # the trial running as this job: trial N, or the continuation of trial N after its sweeper stopped
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    frozen = next((t for t in running if job_number(t) == trial_number), None)
+    if frozen is None:
         # A finished trial's job rerun by hand (or a job of another study): train, leave the study alone.
-        log.info(f"trial {trial_number} of study {study_name!r} is not running; epochs are not reported")
+        log.info(f"no trial of study {study_name!r} runs as job {trial_number}; epochs are not reported")
         return lambda epoch, metrics: None
     trial = optuna.trial.Trial(study, frozen._trial_id)
 

@@ -1,10 +1,13 @@
 """An Optuna study driven by ask-and-tell: each batch asks n_jobs trials, launches them as Hydra jobs
 (on any launcher) and tells Optuna how each ended: COMPLETE, PRUNED or FAIL.
 
-The study lives in the sweep directory (Optuna's journal file by default), so rerunning the same
-command continues it: finished trials stay, trials that were running when the sweep died are launched
-again in their own job directories (where the job resumes from its checkpoint), numbering goes on, and
-n_trials is the total."""
+The study lives in the sweep directory (Optuna's journal file by default), or in a database that
+several sweepers share (hydra.sweeper.storage=postgresql://...). Rerunning the same command, or
+starting another sweeper on the same study, continues it: finished trials stay, n_trials is the total
+over every sweeper, and a trial whose sweeper died or stopped is continued in its own job directory
+(where the job resumes from its checkpoint) by exactly one other sweeper (_leases.py). A sweeper ends
+when no trial is left to ask and no other sweeper's trial still runs, so the last one to end writes the
+summary of the whole study."""
 from __future__ import annotations
 
 import warnings
@@ -18,6 +21,7 @@ from hydra.utils import instantiate
 from optuna.trial import TrialState
 
 from . import _jobs, _search_space, _summary
+from ._leases import Leases, job_number, superseded
 from ._pruning import make_pruner, open_storage, pruner_spec, storage_of
 from ._jobs import SweepError, log
 
@@ -46,12 +50,12 @@ def make_sampler(name: Any, space: _search_space.SearchSpace, seed: Optional[int
     return instantiate(spec)
 
 
-def open_study(storage: str, name: str, direction: str, spec: dict) -> optuna.Study:
+def open_study(storage: str, name: str, direction: str, spec: dict, heartbeat_s: int | None = None) -> optuna.Study:
     """Create the study, or load it to resume if it was started with the same sampler, pruner, search
     space and objective; anything else is refused, naming what changed."""
     from logitlab import rundir
 
-    study = optuna.create_study(storage=open_storage(storage), study_name=name, direction=direction,
+    study = optuna.create_study(storage=open_storage(storage, heartbeat_s), study_name=name, direction=direction,
                                 load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise SweepError(f"study {name!r} in {storage} has direction={study.direction.name.lower()}; "
@@ -94,52 +98,116 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
         raise SweepError(f"a pruner needs an objective reported every epoch (val/... or train/...), not "
                          f"{sweeper.objective}; set hydra.sweeper.pruner=null or another objective")
     make_pruner(pruner)  # a pruner that cannot be built fails here, not in every job
-    study = open_study(storage, sweeper.study_name, sweeper.direction, study_spec(sweeper, space, pruner))
+    study = open_study(storage, sweeper.study_name, sweeper.direction, study_spec(sweeper, space, pruner),
+                       sweeper.heartbeat_s)
     _name_objective(study, sweeper.objective)
-    # A resumed study must not replay the first run's random draws: offset the seed.
-    seed = None if sweeper.seed is None else sweeper.seed + len(study.trials)
-    study.sampler = make_sampler(sweeper.sampler, space, seed)
+    study.sampler = make_sampler(sweeper.sampler, space, sweeper.seed)
     n_trials = min(sweeper.n_trials, _grid_size(space.grid())) if sweeper.sampler == "grid" \
         else sweeper.n_trials
     n_jobs = sweeper.n_jobs or sweeper.parallelism
-    stale = _stale_trials(study)
+    leases = Leases(study, sweeper.heartbeat_s)
     if study.trials:
-        done = sum(t.state.is_finished() for t in study.trials)
-        log.info(f"resuming study {sweeper.study_name!r} in {storage}: {done} of {n_trials} trials "
-                 f"finished, {len(stale)} to run again")
+        done = _finished(study)
+        log.info(f"continuing study {sweeper.study_name!r} in {storage}: {done} of {n_trials} trials "
+                 f"finished, {len(leases.orphans())} left running by a sweeper that stopped")
     else:
         log.info(f"study {sweeper.study_name!r} in {storage}: {n_trials} trials, {n_jobs} at a time")
-    # Each job reports its epochs to its trial (the trial is the job: numbered alike), pruned or not, so
+    # Each job reports its epochs to its trial (the one running as its job number), pruned or not, so
     # optuna-dashboard shows every trial's curve; without a pruner Optuna's NopPruner judges them.
     sweeper.task.link = dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
                              pruner=pruner)
-    progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs,
-                              done=sum(t.state.is_finished() for t in study.trials))
+    progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs, done=_finished(study))
     gpus = _jobs.gpus_to_pin(sweeper.config)
     if sweeper.fuse and _asks_ahead(sweeper.sampler):  # trials asked together, launched as fused groups
         n_jobs = max(n_jobs, sweeper.fuse_max * max(1, sweeper.parallelism))
-    with _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir):
+    trials = _Trials(study, space, n_trials, leases, sweeper.seed)
+    with _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir), leases:
         if n_jobs > 1 and not gpus and not (sweeper.fuse and _asks_ahead(sweeper.sampler)):
-            returns, stopped = _run_async(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir)
+            returns, stopped = _run_async(sweeper, trials, n_jobs, progress, sweep_dir)
         else:
-            returns, stopped = _run_batches(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir, gpus)
+            returns, stopped = _run_batches(sweeper, trials, n_jobs, progress, sweep_dir, gpus)
     _summary.finish(sweeper, _all_jobs(study), sweep_dir, stopped)
     return returns
 
 
-def _run_batches(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir, gpus):
+class _Trials:
+    """Where a sweeper's next trials come from: orphans of stopped sweepers first (continued in their
+    job directories), then new ones asked of the sampler while the study has fewer than n_trials."""
+
+    WAIT = "wait"  # nothing to run now, but another sweeper's trials still run: one may be left to us
+
+    def __init__(self, study, space, n_trials: int, leases: Leases, seed: int | None):
+        self.study, self.space, self.n_trials, self.leases, self.seed = study, space, n_trials, leases, seed
+        self._waiting_said = False
+
+    def next(self, n: int) -> list[optuna.Trial] | str:
+        """Up to n trials to launch; [] when the study is done, WAIT while another sweeper's run."""
+        batch = []
+        for orphan in self.leases.orphans():
+            if len(batch) == n:
+                break
+            if "overrides" not in orphan.user_attrs:  # its sweeper died sampling it: never launched
+                self.leases.fail(orphan, "never launched: its sweeper stopped while sampling it")
+                continue
+            trial = self.leases.take_over(orphan)
+            if trial is not None:
+                batch.append(trial)
+        while len(batch) < n and _counted(self.study) < self.n_trials:
+            batch.append(self.ask())
+        if batch:
+            self._waiting_said = False
+            return batch
+        if self.leases.others_running():
+            if not self._waiting_said:
+                log.info("no trial left to ask: waiting for the other sweepers' running trials (one that "
+                         "stops being held is continued here)")
+                self._waiting_said = True
+            return self.WAIT
+        return []
+
+    def ask(self) -> optuna.Trial:
+        with warnings.catch_warnings():  # Optuna warns that its heartbeat is for optimize(); ours is _leases'
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = self.study.ask()
+        if self.seed is not None:
+            _seed_for(self.study.sampler, self.seed + trial.number)
+        trial.set_user_attr("overrides", self.space.ask(trial))
+        self.leases.hold(trial)
+        return trial
+
+    def tell(self, trial: optuna.Trial, job: _jobs.Job) -> None:
+        _tell(self.study, trial, job)
+        self.leases.drop(trial)
+
+
+def _seed_for(sampler: Any, seed: int) -> None:
+    """Make a seeded sampler draw trial N's independent values from seed + N: a study's trials are then
+    the same whichever of several sweepers asks them, and sweepers started together with the same command
+    do not ask the same values (a shared seed alone would have each draw one sequence). Optuna's random,
+    TPE (its startup trials) and grid samplers keep their generator in `_rng`."""
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    for s in (sampler, getattr(sampler, "_random_sampler", None)):
+        if s is not None and isinstance(getattr(s, "_rng", None), LazyRandomState):
+            s._rng = LazyRandomState(seed)
+
+
+def _run_batches(sweeper, trials: _Trials, n_jobs, progress, sweep_dir, gpus):
     """n_jobs trials at a time, each batch waiting for its slowest (a GPU's worker processes are
     replaced between batches, so each job sees only its own GPU)."""
+    import time
+
     failures, stopped, first, returns = 0, None, True, []
     while True:
-        batch, stale = stale[:n_jobs], stale[n_jobs:]
-        if not batch:
-            batch = [_ask(study, space) for _ in range(min(n_jobs, n_trials - len(study.trials)))]
+        batch = trials.next(n_jobs)
+        if batch == _Trials.WAIT:
+            time.sleep(min(5, trials.leases.interval))
+            continue
         if not batch:
             break
-        overrides = [space.fixed + trial.user_attrs["overrides"] for trial in batch]
+        overrides = [trials.space.fixed + trial.user_attrs["overrides"] for trial in batch]
         if first:  # trials differ in values only: if the first composes, all do
-            _validate(sweeper, study, batch, overrides[:1])
+            _validate(sweeper, trials, batch, overrides[:1])
             first = False
         results = _launch_fused(sweeper, batch, overrides, sweep_dir, gpus) if sweeper.fuse and len(batch) > 1 else None
         if results is None:
@@ -149,50 +217,55 @@ def _run_batches(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep
             _jobs.fresh_workers()
         for trial, ret in zip(batch, results):
             job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
-            _tell(study, trial, job)
+            trials.tell(trial, job)
             progress.finished(job)
             failures += job.status == "FAIL"
-        _summary.write_csv(_all_jobs(study), sweep_dir / "summary.csv", sweeper.objective)
+        _summary.write_csv(_all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
         if sweeper.max_failures is not None and failures > sweeper.max_failures:
             stopped = f"stopped after {failures} failures (max_failures={sweeper.max_failures})"
             break
     return returns, stopped
 
 
-def _run_async(sweeper, study, space, n_trials, n_jobs, stale, progress, sweep_dir):
+def _run_async(sweeper, trials: _Trials, n_jobs, progress, sweep_dir):
     """n_jobs trials running at all times: each of n_jobs threads launches one trial, tells Optuna how it
     ended and asks the next, so a new trial starts as soon as any ends (no barrier at the slowest of a
     batch, as Hydra's own sweepers have). Asking, telling and the summary happen under one lock."""
     import threading
+    import time
 
     lock = threading.Lock()
     state = {"failures": 0, "stopped": None, "error": None}
     returns: list[list[JobReturn]] = []
-    first = stale[:1] or [_ask(study, space)] if n_trials > len(study.trials) or stale else []
-    if first:  # trials differ in values only: if the first composes, all do
-        _validate(sweeper, study, first, [space.fixed + first[0].user_attrs["overrides"]])
-        stale = first + [t for t in stale if t is not first[0]]
+    first = trials.next(1)
+    if isinstance(first, list) and first:  # trials differ in values only: if the first composes, all do
+        _validate(sweeper, trials, first, [trials.space.fixed + first[0].user_attrs["overrides"]])
+    ready = first if isinstance(first, list) else []
 
     def next_trial():
-        with lock:
-            if state["stopped"] or state["error"]:
-                return None
-            if stale:
-                return stale.pop(0)
-            return _ask(study, space) if len(study.trials) < n_trials else None
+        while True:
+            with lock:
+                if state["stopped"] or state["error"]:
+                    return None
+                if ready:
+                    return ready.pop(0)
+                batch = trials.next(1)
+            if batch != _Trials.WAIT:
+                return batch[0] if batch else None
+            time.sleep(min(5, trials.leases.interval))
 
     def worker() -> None:
         try:
             while (trial := next_trial()) is not None:
-                overrides = sweeper.pinned([space.fixed + trial.user_attrs["overrides"]], sweep_dir, [])
-                ret = sweeper.launch(overrides, initial_job_idx=trial.number)[0]
+                overrides = sweeper.pinned([trials.space.fixed + trial.user_attrs["overrides"]], sweep_dir, [])
+                ret = sweeper.launch(overrides, initial_job_idx=job_number(trial))[0]
                 with lock:
                     returns.append([ret])
                     job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
-                    _tell(study, trial, job)
+                    trials.tell(trial, job)
                     progress.finished(job)
                     state["failures"] += job.status == "FAIL"
-                    _summary.write_csv(_all_jobs(study), sweep_dir / "summary.csv", sweeper.objective)
+                    _summary.write_csv(_all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
                     if sweeper.max_failures is not None and state["failures"] > sweeper.max_failures:
                         state["stopped"] = (f"stopped after {state['failures']} failures "
                                             f"(max_failures={sweeper.max_failures})")
@@ -222,50 +295,43 @@ def _launch_fused(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]
     """The batch's trials as fused groups where they stack (numbered as their trials); None if none do."""
     from . import _fusing
 
-    units = _fusing.plan(sweeper, overrides, [t.number for t in batch])
+    units = _fusing.plan(sweeper, overrides, [job_number(t) for t in batch])
     if not any(u.fused for u in units):
         return None
     by_number = {number: ret for number, _, ret in _fusing.launch(sweeper, units, sweep_dir, gpus)}
-    return [by_number[t.number] for t in batch]
+    return [by_number[job_number(t)] for t in batch]
 
 
-def _validate(sweeper, study: optuna.Study, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
+def _validate(sweeper, trials: _Trials, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
     try:
         sweeper.validate_batch_is_legal(overrides)
     except Exception:  # a key that does not compose: these trials can never run
         for trial in batch:
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            trials.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            trials.leases.drop(trial)
         raise
 
 
-def _stale_trials(study: optuna.Study) -> list[optuna.Trial]:
-    """Trials a stopped sweep left RUNNING, to be launched again as they were. One that the sweep died
-    sampling (no overrides yet) was never launched: it fails."""
-    stale = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial = optuna.trial.Trial(study, t._trial_id)
-        if "overrides" in t.user_attrs:
-            stale.append(trial)
-        else:
-            trial.set_user_attr("error", "never launched: the sweep stopped while sampling it")
-            study.tell(trial, state=TrialState.FAIL)
-    return stale
+def _counted(study: optuna.Study) -> int:
+    """The study's trials towards n_trials: each continued trial counts once, as its continuation."""
+    every = study.get_trials(deepcopy=False)
+    return len(every) - len(superseded(every))
 
 
-def _ask(study: optuna.Study, space: _search_space.SearchSpace) -> optuna.Trial:
-    trial = study.ask()
-    trial.set_user_attr("overrides", space.ask(trial))
-    return trial
+def _finished(study: optuna.Study) -> int:
+    every = study.get_trials(deepcopy=False)
+    gone = superseded(every)
+    return sum(t.state.is_finished() and t.number not in gone for t in every)
 
 
 def _launch(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]) -> list:
-    """Launch the trials as jobs numbered like them, so a trial launched again after a crash finds its
-    own job directory. The launcher numbers a launch's jobs consecutively: one launch per run of
-    consecutive trial numbers."""
+    """Launch the trials as jobs numbered like them (a continuation as the trial it continues), so it
+    finds its own job directory. The launcher numbers a launch's jobs consecutively: one launch per run
+    of consecutive job numbers."""
     results, start = [], 0
     for end in range(1, len(batch) + 1):
-        if end == len(batch) or batch[end].number != batch[end - 1].number + 1:
-            results += sweeper.launch(overrides[start:end], initial_job_idx=batch[start].number)
+        if end == len(batch) or job_number(batch[end]) != job_number(batch[end - 1]) + 1:
+            results += sweeper.launch(overrides[start:end], initial_job_idx=job_number(batch[start]))
             start = end
     return results
 
@@ -273,21 +339,29 @@ def _launch(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]) -> l
 def _tell(study: optuna.Study, trial: optuna.Trial, job: _jobs.Job) -> None:
     if job.status == "COMPLETE" and not isinstance(job.value, (int, float)):
         job.status, job.error = "FAIL", f"TypeError: the task returned {job.value!r}, not a number"
-    for key in ("job_dir", "log", "wall_seconds", "error"):  # before tell: a finished trial is read-only
-        trial.set_user_attr(key, getattr(job, key))
+    try:
+        for key in ("job_dir", "log", "wall_seconds", "error"):  # before tell: a finished trial is read-only
+            trial.set_user_attr(key, getattr(job, key))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log.warning(f"trial {trial.number} ended {job.status} here, but another sweeper had taken it over "
+                    f"(no heartbeat from this one for too long): its continuation's result counts")
+        return
+    # skip_if_finished: a trial that another sweeper took over (this one's heartbeat lapsed) is its now
     if job.status == "COMPLETE":
-        study.tell(trial, float(job.value))
+        study.tell(trial, float(job.value), skip_if_finished=True)
     else:
-        study.tell(trial, state=TrialState[job.status])
+        study.tell(trial, state=TrialState[job.status], skip_if_finished=True)
 
 
 def _all_jobs(study: optuna.Study) -> list[_jobs.Job]:
-    """Every trial of the study, as rows of the summary."""
+    """Every trial of the study, as rows of the summary (a continued trial as its continuation)."""
+    every = study.get_trials(deepcopy=False)
+    gone = superseded(every)
     return [_jobs.Job(number=t.number, status=t.state.name, value=t.value, params=t.params,
                       overrides=t.user_attrs.get("overrides", []), error=t.user_attrs.get("error"),
                       job_dir=t.user_attrs.get("job_dir"), log=t.user_attrs.get("log"),
                       wall_seconds=t.user_attrs.get("wall_seconds"))
-            for t in study.get_trials(deepcopy=False)]
+            for t in every if t.number not in gone]
 
 
 def _grid_size(grid: dict) -> int:

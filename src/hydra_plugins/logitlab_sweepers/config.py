@@ -45,6 +45,9 @@ class SweeperConf:
     # Optuna only. null: Optuna's journal file <sweep dir>/optuna.journal (parallel jobs on one host);
     # or a database URL such as postgresql://user@host/db or sqlite:////abs/path/study.db
     storage: Optional[str] = None
+    # Optuna only. Each sweeper records a heartbeat for its running trials this often; a trial without one
+    # for 4x as long (or whose sweeper's process on this host has ended) is continued by another sweeper.
+    heartbeat_s: int = 30
     # Launch no more jobs once more than this many failed in this run (0: stop at the first).
     max_failures: Optional[int] = None
     # What each job returns (and reports per epoch for pruning), and which end of it is best.

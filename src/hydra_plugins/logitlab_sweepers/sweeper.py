@@ -31,13 +31,16 @@ class LogitlabSweeper(Sweeper):
     def __init__(self, sampler: Any, params: Any, layers: Any, n_trials: int, n_jobs: Optional[int],
                  pruner: Any, seed: Optional[int], study_name: str, storage: Optional[str],
                  max_failures: Optional[int], objective: str, direction: Optional[str], top: int,
-                 figures: bool = True, fuse: bool = True, fuse_max: int = 64) -> None:
+                 figures: bool = True, fuse: bool = True, fuse_max: int = 64, heartbeat_s: int = 30) -> None:
         self.sampler, self.pruner = _plain(sampler), _plain(pruner)
         self.params, self.layers = _plain(params) or {}, _plain(layers) or {}
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.study_name, self.storage, self.max_failures = study_name, storage, max_failures
         self.objective, self.direction, self.top, self.figures = objective, direction, top, figures
         self.fuse, self.fuse_max = fuse, fuse_max
+        if not isinstance(heartbeat_s, int) or isinstance(heartbeat_s, bool) or heartbeat_s < 1:
+            raise _jobs.SweepError(f"hydra.sweeper.heartbeat_s={heartbeat_s!r} must be a positive integer (seconds)")
+        self.heartbeat_s = heartbeat_s
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
