@@ -201,7 +201,7 @@ def _run_batches(sweeper, trials: _Trials, n_jobs, progress, sweep_dir, gpus):
     while True:
         batch = trials.next(n_jobs)
         if batch == _Trials.WAIT:
-            time.sleep(min(5, trials.leases.interval))
+            time.sleep(min(1, trials.leases.interval))  # a query a second while others finish
             continue
         if not batch:
             break
@@ -252,7 +252,7 @@ def _run_async(sweeper, trials: _Trials, n_jobs, progress, sweep_dir):
                 batch = trials.next(1)
             if batch != _Trials.WAIT:
                 return batch[0] if batch else None
-            time.sleep(min(5, trials.leases.interval))
+            time.sleep(min(1, trials.leases.interval))  # a query a second while others finish
 
     def worker() -> None:
         try:
