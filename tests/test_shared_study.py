@@ -169,6 +169,9 @@ def test_two_sweepers_share_a_study_and_one_continues_the_trials_of_the_other_ki
         epochs = [int(r["epoch"]) for r in csv.DictReader((Path(row["job_dir"]) / "history.csv").open())]
         assert epochs == list(range(1, 61)), (row["job_dir"], epochs)
     assert (sweep_dir / "best.yaml").is_file()
+    summary = subprocess.run([sys.executable, "-m", "logitlab.summary", str(sweep_dir)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0 and (sweep_dir / "param_importance.png").is_file(), summary.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Figures of a sweep, drawn from its summary.csv rows and written beside it as PNGs and as TensorBoard
 images (<sweep dir>/summary/), so `tensorboard --logdir <sweep dir>` shows them with the jobs' own runs:
 the objective against each job's parameter count, against each swept value, and for an Optuna study
-(<sweep dir>/optuna.journal) the parameters' importance.
+(its journal file, or the database its multirun.yaml names) the parameters' importance.
 
 Drawn on matplotlib's Figure with the Agg canvas as logitlab.reports does (no pyplot, no global backend)."""
 from __future__ import annotations
@@ -27,9 +27,9 @@ def figures(sweep_dir: Path, rows: Sequence[dict], objective: str, direction: st
     keys = list(dict.fromkeys(key_of(o) for r in done for o in overrides_of(r) if key_of(o) != SEED))
     if keys:
         drawn["objective_vs_values"] = _by_value(done, keys, objective, direction)
-    journal = Path(sweep_dir) / "optuna.journal"
-    if journal.exists():
-        importance, note = _importance(journal)
+    study = _study_of(Path(sweep_dir))
+    if study is not None:
+        importance, note = _importance(*study)
         if importance:
             drawn["param_importance"] = _bars(importance, objective)
         else:
@@ -102,15 +102,39 @@ def _value(row: dict, key: str) -> str | None:
     return None
 
 
-def _importance(journal: Path) -> tuple[dict | None, str]:
+def _study_of(sweep_dir: Path) -> tuple[str, str | None] | None:
+    """(storage, study name) of the sweep's study: the database its multirun.yaml names (the study named
+    there), else its journal file (its one study); None for a grid."""
+    from omegaconf import OmegaConf
+
+    saved = sweep_dir / "multirun.yaml"
+    if saved.is_file():
+        try:
+            sweeper = OmegaConf.load(saved).hydra.sweeper
+            if "://" in str(sweeper.get("storage") or ""):
+                return str(sweeper.storage), str(sweeper.study_name)
+        except Exception:  # a study name that interpolates what the file lacks: not this sweep's database
+            pass
+    journal = sweep_dir / "optuna.journal"
+    return (str(journal), None) if journal.exists() else None
+
+
+def _importance(where: str, name: str | None) -> tuple[dict | None, str]:
     """Optuna's parameter importance (fANOVA, seeded) over the study's completed trials."""
     import optuna
 
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    studies = storage.get_all_studies()
-    if len(studies) != 1:
-        return None, f"{journal} holds {len(studies)} studies: no param_importance"
-    study = optuna.load_study(study_name=studies[0].study_name, storage=storage)
+    if name is None:  # a journal file: the sweep's one study
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(where))
+        studies = storage.get_all_studies()
+        if len(studies) != 1:
+            return None, f"{where} holds {len(studies)} studies: no param_importance"
+        name = studies[0].study_name
+    else:
+        storage = where
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except Exception as e:  # a database that is gone or unreachable from here
+        return None, f"study {name!r} in {where} cannot be read ({type(e).__name__}): no param_importance"
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(trials) < 2:
         return None, f"{len(trials)} completed trial(s): param_importance needs 2 or more"
