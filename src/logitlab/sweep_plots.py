@@ -105,16 +105,24 @@ def _value(row: dict, key: str) -> str | None:
 def _study_of(sweep_dir: Path) -> tuple[str, str | None] | None:
     """(storage, study name) of the sweep's study: the database its multirun.yaml names (the study named
     there), else its journal file (its one study); None for a grid."""
-    from omegaconf import OmegaConf
+    import re
+
+    import yaml  # multirun.yaml is plain YAML; its study name may be one ${key} of the same file
 
     saved = sweep_dir / "multirun.yaml"
-    if saved.is_file():
-        try:
-            sweeper = OmegaConf.load(saved).hydra.sweeper
-            if "://" in str(sweeper.get("storage") or ""):
-                return str(sweeper.storage), str(sweeper.study_name)
-        except Exception:  # a study name that interpolates what the file lacks: not this sweep's database
-            pass
+    try:
+        doc = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
+        sweeper = doc["hydra"]["sweeper"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        sweeper = {}
+    storage, name = str(sweeper.get("storage") or ""), str(sweeper.get("study_name") or "")
+    if "://" in storage and name:
+        ref = re.fullmatch(r"\$\{([\w.]+)\}", name)
+        for key in ref.group(1).split(".") if ref else ():
+            doc = doc.get(key) if isinstance(doc, dict) else None
+        name = str(doc) if ref else name
+        if doc is not None:
+            return storage, name
     journal = sweep_dir / "optuna.journal"
     return (str(journal), None) if journal.exists() else None
 

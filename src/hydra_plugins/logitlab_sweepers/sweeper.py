@@ -18,6 +18,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from . import _jobs
+# Hydra's plugin scan registers the plugins it finds in a scanned module's namespace and skips modules
+# named _*: conf/hydra/launcher/slurm.yaml's launcher is registered from here.
+from ._slurm import SlurmLauncher  # noqa: F401
 
 # What a rerun in the same sweep directory must keep, so that its jobs and trials stay the same ones.
 _SAME_SWEEP = ("sampler", "pruner", "params", "layers", "objective", "direction", "study_name", "storage")
@@ -49,7 +52,9 @@ class LogitlabSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=self.task, config=config)
         self.parallelism = _jobs.launcher_parallelism(config)
-        self.task.jobs_at_once = self.parallelism
+        # the jobs that share this machine's cores: a SLURM job has an allocation of its own
+        self.task.jobs_at_once = 1 if "slurm" in str(config.hydra.launcher.get("_target_", "")).lower() \
+            else self.parallelism
         self.sequential = config.hydra.launcher._target_ == _jobs.BASIC_LAUNCHER
         self._bases: dict[tuple, tuple] = {}  # for launch: the config groups a job chooses -> a composition
 
