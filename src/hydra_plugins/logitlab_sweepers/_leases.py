@@ -171,8 +171,10 @@ class Leases:
 
     def take_over(self, orphan: FrozenTrial) -> Optional[optuna.Trial]:
         """The orphan's continuation, held by this sweeper; None if another sweeper took it first."""
+        owner = orphan.user_attrs.get(WORKER) or {}
         why = ("its sweeper released it" if orphan.user_attrs.get(RELEASED)
-               else f"its sweeper stopped holding it (no heartbeat for {self.grace}s, or its process ended)")
+               else f"its sweeper (pid {owner.get('pid')} on this host) has ended" if self._owner_is_gone(orphan)
+               else f"no heartbeat from its sweeper for over {self.grace}s")
         storage = self.study._storage
         try:
             # before the state: a finished trial is read-only (if its sweeper finishes it first, its own
