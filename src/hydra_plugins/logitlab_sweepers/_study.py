@@ -218,6 +218,7 @@ def _run_batches(sweeper, trials: _Trials, n_jobs, progress, sweep_dir, gpus):
         for trial, ret in zip(batch, results):
             job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
             trials.tell(trial, job)
+            progress.done = max(progress.done, _finished(trials.study) - 1)  # other sweepers' trials count too
             progress.finished(job)
             failures += job.status == "FAIL"
         _summary.write_csv(_all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
@@ -263,6 +264,7 @@ def _run_async(sweeper, trials: _Trials, n_jobs, progress, sweep_dir):
                     returns.append([ret])
                     job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
                     trials.tell(trial, job)
+                    progress.done = max(progress.done, _finished(trials.study) - 1)
                     progress.finished(job)
                     state["failures"] += job.status == "FAIL"
                     _summary.write_csv(_all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
