@@ -53,8 +53,9 @@ def describe(changed: list[tuple[str, Any, Any]], limit: int = 6) -> str:
     return shown + (f" and {len(changed) - limit} more" if len(changed) > limit else "")
 
 
-def command(args: list[str], key: str, directory: Path) -> str:
-    """The command line that continues this run or sweep: the same arguments, its directory pinned."""
+def command(args: list[str], key: str, directory: Path, launcher: list[str] | None = None) -> str:
+    """The command line that continues this run or sweep: the same arguments, its directory pinned.
+    `launcher`: the words that started it data-parallel (`torchrun ...`, distributed.World.launcher)."""
     program = Path(sys.argv[0])
     if program.name.startswith("logitlab-"):  # a console script
         head = [program.name]
@@ -62,6 +63,8 @@ def command(args: list[str], key: str, directory: Path) -> str:
         head = ["python", "-m", "logitlab.train"]
     else:
         head = ["python", str(program)]
+    if launcher:  # torchrun runs `-m module` and scripts with its own python; anything else with --no-python
+        head = [*launcher, *(head[1:] if head[0] == "python" else ["--no-python", *head])]
     kept = [a for a in args if not a.startswith(f"{key}=")]
     return shlex.join(head + kept + [f"{key}={Path(directory).absolute()}"])
 

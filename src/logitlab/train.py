@@ -10,12 +10,17 @@ optimizer and trainer from it, train, score the test split, and leave everything
 Before Hydra makes a directory, logitlab.check builds every component the command names (every value of
 every swept key too), so a bad value costs a second and one line, not a run. Rerunning the command a
 stopped run printed continues it; a finished run returns its result; a different config is refused.
+
+`torchrun --nproc-per-node N -m logitlab.train [overrides]` trains the one model data-parallel, in one
+run directory that rank 0 alone writes (the others leave only their rank<N>.log there); trainer.batch_size
+stays the whole batch, so the result and the checkpoints do not depend on N. See distributed.py.
 Nothing imports this module: it is the top floor.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,25 +29,31 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from logitlab import ConfigError, build, hooks, job, rundir
+from logitlab.distributed import SOLO, World
 
 log = logging.getLogger("logitlab")
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: a wheel install has it too
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def run(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    world = World.from_env()
+    world.announce(str(run_dir))  # under torchrun the other ranks wait for it in main()
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
         finished = job.finished_result(run_dir, config)
         if finished is not None:
             return finished
-        job.write_json(run_dir / "versions.json", job.versions())
-        metrics = train(cfg, run_dir)
+        if world.is_main:
+            job.write_json(run_dir / "versions.json", job.versions())
+        metrics = train(cfg, run_dir, world)
     except BaseException as e:  # the command that continues this run travels with whatever stopped it
         if not hasattr(e, "resume_at"):
             e.resume_at = ("hydra.run.dir", run_dir)
         raise
+    if metrics is None:  # a rank > 0: rank 0 reports the run
+        return None
     job.write_json(run_dir / "metrics.json", metrics)
     objective = metrics["objective"]
     log.info(f"test/acc {metrics['test/acc']:.4f}  test/loss {metrics['test/loss']:.4f}  "
@@ -51,8 +62,9 @@ def run(cfg: DictConfig) -> float:
     return metrics[objective]
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Build every component from `cfg`, fit, then score best.pt on the test split."""
+def train(cfg: DictConfig, run_dir: Path, world: World = SOLO) -> dict | None:
+    """Build every component from `cfg`, fit, then score best.pt on the test split. Data-parallel, every
+    rank trains and rank 0 alone writes and scores; the others return None."""
     from logitlab import evaluation
     from logitlab.tensorboard_log import RunBoard
 
@@ -60,12 +72,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     figures = job.figures(cfg.trainer.get("figures", "auto"))
     parts = build.run(cfg)
     _epoch_lines_or_bar(parts.trainer.progress)
+    if not world.is_main:
+        parts.trainer.fit(parts.model, parts.data, parts.optimizer, run_dir, schedule=parts.schedule,
+                          seed=cfg.seed, config=config, world=world)
+        return None
     board = RunBoard(run_dir, job.hparams(cfg))
     history = job.HistoryFile(run_dir / "history.csv")
     try:
         record = parts.trainer.fit(parts.model, parts.data, parts.optimizer, run_dir, schedule=parts.schedule,
                                    seed=cfg.seed, config=config, board=board,
-                                   on_epoch_end=(history.write, hooks.epoch_ended))
+                                   on_epoch_end=(history.write, hooks.epoch_ended), world=world)
         return evaluation.final_metrics(parts.model, parts.data, run_dir, record, parts.objective, board,
                                         figures=figures)
     finally:
@@ -86,39 +102,106 @@ def _epoch_lines_or_bar(progress: bool) -> None:
 def main() -> None:
     """The console entry. Hydra hands every error back (HYDRA_FULL_ERROR) so that a user's error is one
     line here, a stopped run says the command that continues it, and only a bug shows a traceback."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    args = sys.argv[1:]
+    try:
+        world = World.from_env()  # under torchrun: joins the other processes, before Hydra names a directory
+    except ConfigError as e:
+        _exit(f"error: {e}", 2)
+    if not world.distributed:
+        return _run(args, world)
+    if _is_sweep(args):
+        if world.is_main:
+            print("error: a sweep (-m) cannot run under torchrun, whose processes train one model together; "
+                  "run it without torchrun, with its jobs in processes of their own: hydra/launcher=joblib, "
+                  "or hydra/launcher=slurm on a cluster", file=sys.stderr)
+        sys.exit(2)
+    if world.is_main:
+        _lead(args, world)
+    else:
+        _run(_follow(args, world), world)
+    world.leave()
+
+
+def _lead(args: list[str], world: World) -> None:
+    """Rank 0 goes through Hydra, which names the run directory; run() announces it to the other ranks.
+    A command that ends before (a config error, --help) announces its exit status instead."""
+    status = 1
+    try:
+        _run(args, world)
+        status = 0
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 1
+        raise
+    finally:
+        world.announce(status)  # nothing, once the run directory is announced
+
+
+def _follow(args: list[str], world: World) -> list[str]:
+    """A rank > 0 waits for rank 0's run directory (Hydra names it by the time: each process would get
+    its own), then composes the same config there: rank 0's .hydra/, train.log and console are left to
+    it, and the command line, checked by rank 0 already, is not checked again."""
+    run_dir = world.announcement()
+    if isinstance(run_dir, int):
+        if run_dir:
+            _exit(f"rank 0 ended before the run began (exit status {run_dir}); its message says why", run_dir, world)
+        sys.exit(0)
+    pinned = ("hydra.run.dir", "hydra.output_subdir", "hydra.job_logging.handlers.file.filename")
+    args = [a for a in args if a.split("=", 1)[0].lstrip("+~") not in pinned] + [
+        f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
+        f"hydra.job_logging.handlers.file.filename={run_dir}/rank{world.rank}.log",
+        "++hydra.job_logging.handlers.console.level=WARNING", "~hydra.callbacks.check"]
+    sys.argv[1:] = args  # what Hydra parses
+    return args
+
+
+def _is_sweep(args: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") or a.replace(" ", "").lower() == "hydra.mode=multirun" for a in args)
+
+
+def _run(args: list[str], world: World) -> None:
     from hydra.errors import HydraException
 
     from logitlab import hydra_errors
 
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    args = sys.argv[1:]
     try:
         run()
     except ConfigError as e:
-        _exit(f"error: {e}", 1)
+        _exit(f"error: {e}", 1, world)
     except HydraException as e:
         message, status = hydra_errors.explain(e, args, CONFIG_DIR)
-        _exit(f"error: {message}", status)
+        _exit(f"error: {message}", status, world)
     except BaseException as e:
         from logitlab.trainer import Interrupted
 
         if not isinstance(e, (KeyboardInterrupt, Interrupted)):
             raise  # a bug (or an exit already decided): the traceback is for us
-        _stopped(e, args)
+        _stopped(e, args, world)
 
 
-def _stopped(e: BaseException, args: list[str]) -> None:
-    """A signal or Ctrl-C: every finished result is on disk and the checkpoint is written; say how to go on."""
+def _stopped(e: BaseException, args: list[str], world: World) -> None:
+    """A signal or Ctrl-C: every finished result is on disk and the checkpoint is written; say how to go on.
+    Data-parallel, every rank stopped at the same step (trainer.Interrupted) and rank 0 says it."""
+    from logitlab.trainer import Interrupted
+
     signum = getattr(e, "signum", 2)
     reason = str(e) or "interrupted"
     resume_at = getattr(e, "resume_at", None)
     if resume_at is not None:
-        reason += f"; resume with: {rundir.command(args, *resume_at)}"
-    _exit(reason, 128 + signum)
+        reason += f"; resume with: {rundir.command(args, *resume_at, launcher=world.launcher())}"
+    if world.is_main:
+        print(reason, file=sys.stderr)
+    if isinstance(e, Interrupted) and world.distributed:  # every rank is here
+        # torchrun sends SIGTERM to the others once one has exited: this exit is decided, let it finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        world.barrier()  # said before any rank exits
+        world.leave()
+    sys.exit(128 + signum)
 
 
-def _exit(message: str, status: int) -> None:
-    print(message, file=sys.stderr)
+def _exit(message: str, status: int, world: World = SOLO) -> None:
+    """A user's error, in one line; from a rank > 0 it names the rank (rank 0 may say the same)."""
+    print(message if world.is_main else f"rank {world.rank}: {message}", file=sys.stderr)
     sys.exit(status)
 
 

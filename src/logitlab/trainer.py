@@ -7,6 +7,11 @@ A run can stop at any moment and continue bit for bit: the training state is a d
 (model, optimizer, schedule, RNGs, position, record), saved and restored by one loop. The checkpoint writer
 (checkpoint.py) decides when last.pt and best.pt are written; TensorBoard writing is the board's
 (tensorboard_log.py); scoring the test split and drawing figures happen after `fit`, in the entry point.
+
+Data-parallel (under torchrun, `world` a distributed.World of several processes): every rank draws the same
+order, steps through DistributedDataParallel on its share of each global batch (`batch_size` is the whole
+batch's, so results do not depend on the number of processes), and the epoch's one host sync is the one
+all-reduce of its sums; a signal to any rank stops all at the same step. Rank 0 alone writes checkpoints.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from torch import Tensor, nn
 
 from logitlab import ConfigError, checkpoint, rundir, runtime
 from logitlab.data import SplitData
+from logitlab.distributed import SOLO, StopVote, World
 from logitlab.objective import Objective
 from logitlab.scoring import logits as eval_logits, loss_and_right
 from logitlab.training_state import Position, Randomness, Record, copied
@@ -106,52 +112,56 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self, model: nn.Module, data: SplitData, optimizer: Callable, run_dir: str | Path,
             schedule: Callable | None = None, seed: int = 0, config: dict | None = None, board=None,
-            on_epoch_end: Sequence[Callable[[int, dict], None]] = ()) -> Record:
+            on_epoch_end: Sequence[Callable[[int, dict], None]] = (), world: World = SOLO) -> Record:
         """Train `model` on `data`, resuming from `run_dir/checkpoints` when it holds a checkpoint.
 
         `optimizer` and `schedule` are factories (Hydra `_partial_`s) completed here with the model's
         parameters and the number of steps. `board` (a tensorboard_log.RunBoard) logs every epoch; each
-        of `on_epoch_end` is called with (epoch, metrics). Returns the run's record; checkpoints/best.pt
-        holds the best epoch's weights, the model the final ones."""
+        of `on_epoch_end` is called with (epoch, metrics). `world`: the processes training this model
+        together (distributed.World; pass board and hooks on rank 0 only). Returns the run's record;
+        checkpoints/best.pt holds the best epoch's weights, the model the final ones."""
         ckpt_dir = Path(run_dir) / "checkpoints"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         if self.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
+        self.device = world.device(self.device)
         self.use_threads(runtime.work_per_step(model, data.input_shape, self.batch_size))
-        model, data = self._to_device(model, data)
+        model, data = self._to_device(model, data, world)
         n, steps_per_epoch = len(data.train[0]), math.ceil(len(data.train[0]) / self.batch_size)
         opt = make_optimizer(optimizer, list(model.parameters()))
         sched, sched_per_step = self.make_schedule(schedule, opt, steps_per_epoch)
-        pos, record = Position(labels=data.train[1], batch_size=self.batch_size), Record()
-        stateful = dict(model=model, optimizer=opt, rng=Randomness(torch.Generator().manual_seed(seed)),
-                        position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
+        pos = Position(labels=data.train[1], batch_size=self.batch_size, rank=world.rank, world_size=world.size)
+        rng = Randomness(torch.Generator().manual_seed(seed), rank=world.rank, world_size=world.size)
+        record = Record()
+        stateful = dict(model=model, optimizer=opt, rng=rng, position=pos, record=record,
+                        **({"schedule": sched} if sched is not None else {}))
         config = config or {}
         self.restore(stateful, checkpoint.latest(ckpt_dir), config, ckpt_dir)
+        world.barrier()  # every rank has read the checkpoints before rank 0 writes the next ones
 
         sizes = torch.full((steps_per_epoch,), float(self.batch_size), device=self.device)
         sizes[-1] = n - self.batch_size * (steps_per_epoch - 1)  # the last batch may be partial
         snapshot = lambda: {**{k: copied(v.state_dict()) for k, v in stateful.items()}, "config": config}  # noqa: E731
-        writer = checkpoint.Writer(ckpt_dir, self.checkpoint_every_s)
+        writer = checkpoint.Writer(ckpt_dir, self.checkpoint_every_s) if world.is_main else _NoWriter()
         if board is not None:
             board.start(pos.epoch)
         if not pos.epoch and not pos.step:
-            log.info(run_summary(model, data, self.device, steps_per_epoch, self.batch_size))
-        step_model = torch.compile(model) if self.compile else model
-        old_handlers = self.catch_signals()
-        bar = _progress_bar(self.progress, self.epochs, pos.epoch)
+            log.info(run_summary(model, data, self.device, steps_per_epoch, self.batch_size, world.size))
+        step_model, eval_model = self._step_and_eval_models(model, world)
+        vote = world.stop_vote()
+        old_handlers = self.catch_signals(vote.hear if vote is not None else None)
+        bar = _progress_bar(self.progress and world.is_main, self.epochs, pos.epoch)
         try:
             if not pos.epoch and not pos.step:  # the initial weights: a run that diverges at once keeps them
                 writer.write(snapshot(), best=True)
             while pos.epoch < self.epochs and not record.stopped_early:
                 started = time.perf_counter()
-                self._train_epoch(step_model, opt, sched if sched_per_step else None, data, pos, stateful["rng"])
+                self._train_epoch(step_model, opt, sched if sched_per_step else None, data, pos, rng, world, vote)
                 if self.signal_received is not None:
-                    writer.write(snapshot(), wait=True)
-                    raise Interrupted(self.signal_received, f"stopped by {signal.Signals(self.signal_received).name} in epoch "
-                                      f"{pos.epoch + 1} at step {pos.step}; checkpoint {ckpt_dir / 'last.pt'} written")
-                metrics = self._finish_epoch(step_model, opt, sched, sched_per_step, data, pos, sizes)
+                    raise self._interrupted(writer, snapshot, pos, rng, world, vote, ckpt_dir)
+                metrics = self._finish_epoch(eval_model, opt, sched, sched_per_step, data, pos, sizes, world)
                 metrics["seconds"] = time.perf_counter() - started
                 record.train_seconds += metrics["seconds"]
                 record.history.append(metrics)
@@ -166,6 +176,8 @@ class Trainer:
                                   if record.stopped_early else ""))
                 if board is not None:
                     board.epoch(pos.epoch, metrics, model if self.histograms else None)
+                if world.distributed:  # on every rank, here: rank 0's writer takes its snapshots when it decides
+                    rng.ranks = world.gather(rng.own_streams())
                 # events are flushed with the checkpoint: a rerun resumes there and purges any later ones
                 writer.epoch_end(snapshot, improved, final=pos.epoch == self.epochs or record.stopped_early,
                                  then=board.flush if board is not None else None)
@@ -174,6 +186,8 @@ class Trainer:
                 bar.update(1)
                 for hook in on_epoch_end:
                     hook(pos.epoch, metrics)
+            if vote is not None:
+                vote.finish()
         finally:
             writer.close()
             bar.close()
@@ -185,9 +199,12 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(runtime.pick_threads(self.threads, work_per_step))
 
-    def _to_device(self, model: nn.Module, data: SplitData) -> tuple[nn.Module, SplitData]:
+    def _to_device(self, model: nn.Module, data: SplitData, world: World = SOLO) -> tuple[nn.Module, SplitData]:
         model.to(self.device)
         data = data.to(self.device)
+        if self.device.type == "cuda" and world.distributed:
+            # batch statistics over the whole global batch; on the CPU (gloo) each rank's batch norm sees its share
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not self.deterministic  # fixed batch shapes: time cuDNN's kernels once
             if data.train[0].dim() == 4:  # images: NHWC is the layout cuDNN's fast convolutions want
@@ -224,11 +241,42 @@ class Trainer:
         log.info(f"resuming from epoch {pos.epoch}" + (f" step {pos.step}" if pos.step else "")
                  + f" of {self.epochs} ({ckpt_dir})")
 
+    def _step_and_eval_models(self, model: nn.Module, world: World) -> tuple[nn.Module, nn.Module]:
+        """What steps (DDP-wrapped when data-parallel, compiled with trainer.compile) and what scores the
+        validation split. Data-parallel, each rank scores its shard with the bare model: DDP's forward
+        would broadcast buffers, a collective per call, and the shards may take different numbers of calls."""
+        if not world.distributed:
+            step_model = torch.compile(model) if self.compile else model
+            return step_model, step_model
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP broadcasts rank 0's weights: every rank starts from the same ones (it built or restored them alike)
+        ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return (torch.compile(ddp) if self.compile else ddp), model
+
+    def _interrupted(self, writer, snapshot, pos: Position, rng: Randomness, world: World, vote: StopVote | None,
+                     ckpt_dir: Path) -> Interrupted:
+        """Checkpoint the step every rank stopped at; the Interrupted to raise."""
+        if world.distributed:  # the cut epoch's sums and every rank's RNG state go into rank 0's checkpoint
+            vote.finish()
+            if pos.step:
+                _sum_partial_epoch(pos, world)
+            rng.ranks = world.gather(rng.own_streams())
+        writer.write(snapshot(), wait=True)
+        world.barrier()  # written before any rank leaves: torchrun stops every process once one has exited
+        return Interrupted(self.signal_received, f"stopped by {signal.Signals(self.signal_received).name} in epoch "
+                           f"{pos.epoch + 1} at step {pos.step}; checkpoint {ckpt_dir / 'last.pt'} written")
+
     # ------------------------------------------------------------------ one epoch
-    def _train_epoch(self, model, opt, step_schedule, data: SplitData, pos: Position, rng: Randomness) -> None:
-        """Run the remaining steps of the current epoch; stops early (keeping `pos`) on a signal."""
+    def _train_epoch(self, model, opt, step_schedule, data: SplitData, pos: Position, rng: Randomness,
+                     world: World = SOLO, vote: StopVote | None = None) -> None:
+        """Run the remaining steps of the current epoch; stops early (keeping `pos`) on a signal. Data-parallel
+        (`vote` given), each step trains on this rank's share of the batch and the ranks vote on stopping
+        after it; the vote before the first step settles whether to draw the epoch's order at all."""
         x, y = data.train
-        bs = self.batch_size
+        bs, n = self.batch_size, len(x)
+        if vote is not None:
+            self.signal_received = vote.agree()
         if self.signal_received is not None:  # arrived between epochs: stop before the next order is drawn
             return
         if pos.perm is None:
@@ -238,17 +286,24 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad] if self.grad_clip else None
         zero_grad, opt_step = _grad_resetter(opt), _stepper(opt)
         keep_layout = x.dim() == 4 and not x.is_contiguous()  # channels_last images (GPU): x[idx] keeps it
-        for step in range(pos.step, math.ceil(len(x) / bs)):
+        for step in range(pos.step, math.ceil(n / bs)):
             if self.signal_received is not None:
                 return
             idx = pos.perm[step * bs:(step + 1) * bs]
+            if vote is not None:
+                idx = idx[world.rank::world.size]  # this rank's share of the global batch
             xb = x[idx] if keep_layout else x.index_select(0, idx)  # index_select: half x[idx]'s cost on CPU
             yb = y.index_select(0, idx)
             with autocast:
                 logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing)
+            if vote is None:
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing)
+            else:  # this rank's part of the batch mean (the shares may differ in size) ...
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing,
+                                       reduction="sum") / min(bs, n - step * bs)
             zero_grad()
-            loss.backward()
+            # ... whose gradient DDP averages over the ranks: times their number, that is the batch mean's
+            (loss if vote is None else loss * world.size).backward()
             if params:
                 nn.utils.clip_grad_norm_(params, self.grad_clip)
             opt_step()
@@ -257,17 +312,21 @@ class Trainer:
             pos.losses.append(loss.detach())
             pos.preds.append(logits.argmax(1))  # compared with the labels once per epoch, in count_correct
             pos.step = step + 1
+            if vote is not None:
+                self.signal_received = vote.agree()
 
     def _finish_epoch(self, model, opt, sched, sched_per_step, data: SplitData, pos: Position,
-                      sizes: Tensor) -> dict:
-        x, n_val = data.train[0], len(data.val[0])
-        losses = torch.stack(pos.losses)  # (steps,) batch means
-        val_loss, val_right = loss_and_right(eval_logits(model, data.val[0], self._autocast()), data.val[1])
+                      sizes: Tensor, world: World = SOLO) -> dict:
+        x, (val_x, val_y) = data.train[0], data.val
+        losses = torch.stack(pos.losses)  # (steps,) batch means (data-parallel: this rank's parts of them)
+        val_loss, val_right = loss_and_right(eval_logits(model, world.shard(val_x), self._autocast()),
+                                             world.shard(val_y))
         right = pos.count_correct()
-        loss_sum, right, val_loss, val_right = torch.stack(
-            [losses @ sizes, right, val_loss, val_right]).tolist()  # the epoch's one host sync
-        values = [loss_sum / len(x), right / len(x), val_loss / n_val, val_right / n_val]
+        totals = world.sum(torch.stack([losses @ sizes, right, val_loss, val_right]))  # over the ranks, if several
+        loss_sum, right, val_loss, val_right = totals.tolist()  # the epoch's one host sync
+        values = [loss_sum / len(x), right / len(x), val_loss / len(val_x), val_right / len(val_x)]
         if not math.isfinite(loss_sum):  # the losses are >= 0: their sum is finite iff every one is
+            losses = world.sum(losses)  # the whole batches' means: every rank names the same step
             bad = int((~torch.isfinite(losses)).nonzero()[0])
             lr = opt.param_groups[0]["lr"]
             raise Diverged(f"training loss became {losses[bad].item()} at step {pos.epoch * len(losses) + bad + 1} "
@@ -293,12 +352,17 @@ class Trainer:
             return nullcontext()  # a disabled torch.autocast still costs microseconds per step
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def catch_signals(self) -> dict:
-        """SIGINT/SIGTERM/SIGUSR1 finish the current step, then `fit` checkpoints and raises Interrupted."""
+    def catch_signals(self, hear: Callable[[int], None] | None = None) -> dict:
+        """SIGINT/SIGTERM/SIGUSR1 finish the current step, then `fit` checkpoints and raises Interrupted.
+        With `hear` (a data-parallel run's StopVote.hear) the signal goes there instead, and signal_received
+        is set once every rank has agreed on it."""
         self.signal_received = None
 
         def handler(signum, frame):
-            self.signal_received = signum
+            if hear is None:
+                self.signal_received = signum
+            else:
+                hear(signum)
 
         old = {}
         # Under SLURM, submitit requeues a preempted job on its own USR2 handler and needs SIGTERM left
@@ -365,6 +429,14 @@ def _stepper(opt: torch.optim.Optimizer) -> Callable[[], None]:
     return step
 
 
+def _sum_partial_epoch(pos: Position, world: World) -> None:
+    """The cut epoch's per-step loss parts and right predictions summed over the ranks, into `pos` (on every
+    rank alike): the whole batches' means and count, which rank 0's checkpoint keeps as a solo run's would."""
+    right = pos.count_correct()
+    sums = world.sum(torch.cat([torch.stack(pos.losses), right.reshape(1).to(torch.float32)]))
+    pos.losses, pos.correct = list(sums[:-1].unbind()), sums[-1].to(right.dtype)
+
+
 def _channels_last(data: SplitData) -> SplitData:
     nhwc = lambda xy: (xy[0].contiguous(memory_format=torch.channels_last), xy[1])  # noqa: E731
     return replace(data, train=nhwc(data.train), val=nhwc(data.val), test=nhwc(data.test))
@@ -375,7 +447,8 @@ def epoch_line(epoch: int, epochs: int, m: dict) -> str:
             f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  lr {m['lr']:.3g}  {m['seconds']:.2f}s")
 
 
-def run_summary(model: nn.Module, data: SplitData, device: torch.device, steps: int, batch_size: int) -> str:
+def run_summary(model: nn.Module, data: SplitData, device: torch.device, steps: int, batch_size: int,
+                processes: int = 1) -> str:
     """What is about to train, as Keras' model.summary() and Lightning's start-of-fit lines say it."""
     leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
     rows = [f"  {name:<20} {type(m).__name__:<18} {sum(p.numel() for p in m.parameters(recurse=False)):>9,}"
@@ -387,7 +460,16 @@ def run_summary(model: nn.Module, data: SplitData, device: torch.device, steps: 
         f"{type(model).__name__}: {total:,} parameters", *rows,
         f"device {device}, {torch.get_num_threads()} torch threads; {data.name}: train {len(data.train[1])}, "
         f"val {len(data.val[1])}, test {len(data.test[1])}, input {tuple(data.input_shape)}, "
-        f"{data.num_classes} classes; batch {batch_size}, {steps} steps per epoch"])
+        f"{data.num_classes} classes; batch {batch_size}, {steps} steps per epoch"
+        + (f", each batch shared by {processes} processes (DistributedDataParallel)" if processes > 1 else "")])
+
+
+class _NoWriter:
+    """A data-parallel rank other than 0: rank 0 writes the checkpoints."""
+
+    def epoch_end(self, *args, **kwargs) -> None: ...
+    def write(self, *args, **kwargs) -> None: ...
+    def close(self) -> None: ...
 
 
 class _NoBar:

@@ -31,9 +31,15 @@ class Position:
     """Where training stands: `epoch` epochs are done; inside the next one, `step` batches of `perm`.
 
     Each step appends its loss and predicted classes (device tensors, no sync); `correct` counts the right
-    predictions of the steps before the first of `preds` (a mid-epoch checkpoint's count when resuming)."""
+    predictions of the steps before the first of `preds` (a mid-epoch checkpoint's count when resuming).
+
+    Data-parallel, rank r of `world_size` trains on batch[r::world_size] of every batch: its losses are its
+    part of each batch mean and its counts its own, which the trainer sums over the ranks; a checkpoint
+    holds the sums (rank 0 carries them on when resuming, the others start that epoch from zero)."""
     labels: Tensor  # the training labels, to count right predictions
     batch_size: int
+    rank: int = 0
+    world_size: int = 1
     epoch: int = 0
     step: int = 0
     perm: Tensor | None = None
@@ -45,7 +51,10 @@ class Position:
         """Right predictions so far in this epoch: one comparison over the steps since the last count."""
         if self.preds:
             bs, first = self.batch_size, self.step - len(self.preds)
-            right = (torch.cat(self.preds) == self.labels[self.perm[first * bs:self.step * bs]]).sum()
+            idx = self.perm[first * bs:self.step * bs]
+            if self.world_size > 1:  # this rank's examples of each of those batches
+                idx = idx[torch.arange(len(idx), device=idx.device) % bs % self.world_size == self.rank]
+            right = (torch.cat(self.preds) == self.labels[idx]).sum()
             self.correct = right if self.correct is None else self.correct + right
             self.preds = []
         return self.correct
@@ -66,21 +75,34 @@ class Position:
             m, dev = state["mid_epoch"], self.labels.device
             self.perm, self.correct = m["perm"].to(dev), m["correct"].to(dev)
             self.losses = list(m["losses"].to(dev).unbind())
+            if self.rank:
+                self.losses, self.correct = [torch.zeros_like(x) for x in self.losses], torch.zeros_like(self.correct)
 
 
 class Randomness:
     """torch's global RNG (dropout), the shuffle order's generator and CUDA's RNGs, as one stateful object.
     A variant of a fused group draws its dropout masks from a `dropout` generator of its own instead of
-    the global one; its checkpoint keeps that generator's state where a solo run keeps the global one's."""
+    the global one; its checkpoint keeps that generator's state where a solo run keeps the global one's.
 
-    def __init__(self, shuffle: torch.Generator, dropout: torch.Generator | None = None):
-        self.shuffle, self.dropout = shuffle, dropout
+    Data-parallel, every rank shuffles alike (the same `shuffle` seed), and rank r of `world_size` draws
+    its dropout masks from a stream of its own (rank 0 from the one a solo run has). The trainer gathers
+    every rank's `own_streams()` into `ranks` for rank 0's checkpoint; resumed under the same number of
+    ranks each takes its own back, under another each rank > 0 starts a stream of its own again."""
+
+    def __init__(self, shuffle: torch.Generator, dropout: torch.Generator | None = None, rank: int = 0,
+                 world_size: int = 1):
+        self.shuffle, self.dropout, self.rank, self.world_size = shuffle, dropout, rank, world_size
+        self.ranks: list[dict] | None = None
+        if rank:
+            self._own_stream()
 
     def state_dict(self) -> dict:
         dropout = self.dropout.get_state() if self.dropout is not None else torch.get_rng_state()
         state = {"torch": dropout, "shuffle": self.shuffle.get_state()}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
+        if self.ranks is not None:
+            state["ranks"] = self.ranks
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -91,6 +113,27 @@ class Randomness:
         self.shuffle.set_state(state["shuffle"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+        if self.world_size == 1:
+            return
+        ranks = state.get("ranks")
+        if ranks is not None and len(ranks) == self.world_size:
+            torch.set_rng_state(ranks[self.rank]["torch"])
+            if "cuda" in ranks[self.rank] and torch.cuda.is_available():
+                torch.cuda.set_rng_state(ranks[self.rank]["cuda"])
+        elif self.rank:  # a checkpoint of one process, or of another number of them
+            self._own_stream()
+
+    def own_streams(self) -> dict:
+        """This process's dropout streams: torch's global RNG, and its GPU's."""
+        own = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            own["cuda"] = torch.cuda.get_rng_state()  # the current device: this rank's (distributed.World)
+        return own
+
+    def _own_stream(self) -> None:
+        """Seed torch's RNGs from the stream every rank shares (a draw of it) and this rank: so each rank's
+        masks differ, and a rerun repeats them."""
+        torch.manual_seed(int(torch.randint(2**62, ())) + self.rank)
 
 
 def copied(obj):
