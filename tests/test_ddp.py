@@ -92,6 +92,8 @@ def test_a_refused_command_under_torchrun_is_one_line_and_no_hang(tmp_path, args
     ours = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(ours) == 1 and ours[0].startswith(says), done.stderr
     assert "src/logitlab/" not in done.stderr, done.stderr  # no traceback of ours (torchrun prints its own)
+    root_cause = done.stderr.split("Root Cause", 1)[1] if "Root Cause" in done.stderr else done.stderr
+    assert re.search(r"rank\s*: 0 .*\n\s*exitcode\s*: [12] ", root_cause), done.stderr  # rank 0's own exit
     assert not (tmp_path / "run").exists()
 
 

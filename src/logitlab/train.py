@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -142,10 +143,12 @@ def _follow(args: list[str], world: World) -> list[str]:
     its own), then composes the same config there: rank 0's .hydra/, train.log and console are left to
     it, and the command line, checked by rank 0 already, is not checked again."""
     run_dir = world.announcement()
-    if isinstance(run_dir, int):
+    if isinstance(run_dir, int):  # rank 0 ended before the run began (its message says why) or gave --help
         if run_dir:
-            _exit(f"rank 0 ended before the run began (exit status {run_dir}); its message says why", run_dir, world)
-        sys.exit(0)
+            # Let rank 0 exit first: torchrun reports the first process to fail as the root cause and stops
+            # the others (this one, sleeping, with SIGTERM); one exiting at the same time as rank 0 races it.
+            time.sleep(30)
+        sys.exit(run_dir)
     pinned = ("hydra.run.dir", "hydra.output_subdir", "hydra.job_logging.handlers.file.filename")
     args = [a for a in args if a.split("=", 1)[0].lstrip("+~") not in pinned] + [
         f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
