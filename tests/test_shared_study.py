@@ -46,21 +46,27 @@ def test_two_sweepers_on_one_journal_study_and_one_is_killed(tmp_path):
 
     out = tmp_path / "s"
     args = [sys.executable, str(APP), "-m", "hparams_search=nas", "hydra.sweeper.sampler=random",
-            "hydra.sweeper.n_trials=8", "epochs=4", "sleep=0.25", f"hydra.sweep.dir={out}"]
-    first, second = (subprocess.Popen(args, cwd=tmp_path, stdout=(tmp_path / f"{k}.log").open("w"),
-                                      stderr=subprocess.STDOUT) for k in ("first", "second"))
+            "hydra.sweeper.fuse=false", "hydra.sweeper.n_trials=8", "epochs=4", "sleep=0.25", f"hydra.sweep.dir={out}"]
+    sweepers = [subprocess.Popen(args, cwd=tmp_path, stdout=(tmp_path / f"{k}.log").open("w"),
+                                 stderr=subprocess.STDOUT) for k in ("a", "b")]
     try:
-        deadline = time.monotonic() + 60
-        while not any(f"pid={first.pid}" in p.read_text() for p in out.glob("*/calls.log")):
-            assert time.monotonic() < deadline and first.poll() is None, (tmp_path / "first.log").read_text()
+        deadline, training = time.monotonic() + 60, []
+        while not training:  # kill the first sweeper seen training a trial
+            assert time.monotonic() < deadline and all(p.poll() is None for p in sweepers)
+            calls = "".join(p.read_text() for p in out.glob("*/calls.log"))
+            training = [p for p in sweepers if f"pid={p.pid}" in calls]
             time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        assert second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()[-3000:]
+        killed, survivor = training[0], next(p for p in sweepers if p is not training[0])
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        log = tmp_path / ("a.log" if survivor is sweepers[0] else "b.log")
+        assert survivor.wait(timeout=120) == 0, log.read_text()[-3000:]
     finally:
-        for p in (first, second):
+        for p in sweepers:
             if p.poll() is None:
                 p.kill()
+    pids = {int(line.split("pid=")[1].split()[0]) for p in out.glob("*/calls.log") for line in p.read_text().splitlines()}
+    assert pids == {killed.pid, survivor.pid}  # both trained trials
     study = optuna.load_study(study_name="app", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal"))))
     continued = [t for t in study.trials if "continues" in t.user_attrs]

@@ -61,13 +61,14 @@ def make_pruner(spec: Optional[dict]) -> Any:
 
 
 def epoch_reporter(storage: str, study_name: str, trial_number: int, objective: str,
-                   pruner: Optional[dict]) -> Callable[[int, dict], None]:
+                   pruner: Optional[dict], heartbeat_s: Optional[int] = None) -> Callable[[int, dict], None]:
     """A hook for the end of each epoch: reports metrics[objective] as the trial's value at step `epoch`
     and raises optuna.TrialPruned when the pruner says the trial cannot catch up. The pruner judges with
-    every trial's reports in the storage."""
+    every trial's reports in the storage. With `heartbeat_s`, the job holds its trial while it runs
+    (_leases.py): a job that outlives its sweeper (SLURM) is not started a second time."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage),
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage, heartbeat_s),
                               sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(pruner))
     from ._leases import job_number
 
@@ -79,6 +80,8 @@ def epoch_reporter(storage: str, study_name: str, trial_number: int, objective: 
         log.info(f"no trial of study {study_name!r} runs as job {trial_number}; epochs are not reported")
         return lambda epoch, metrics: None
     trial = optuna.trial.Trial(study, frozen._trial_id)
+    if heartbeat_s:
+        _hold_while_running(study, frozen._trial_id, heartbeat_s)
 
     def report(epoch: int, metrics: dict) -> None:
         value = float(metrics.get(objective, math.nan))
@@ -89,3 +92,31 @@ def epoch_reporter(storage: str, study_name: str, trial_number: int, objective: 
             raise optuna.TrialPruned(f"pruned after epoch {epoch} with {objective} {value:.4f}")
 
     return report
+
+
+def _hold_while_running(study, trial_id: int, interval: int) -> None:
+    """This job process becomes its trial's holder and beats for it until the trial is told (by the
+    sweeper) or the process ends."""
+    import threading
+
+    import optuna
+
+    from ._leases import WORKER, beat, identity
+
+    storage = study._storage
+    beat(storage, trial_id)
+    storage.set_trial_user_attr(trial_id, WORKER, identity())
+
+    def beating() -> None:
+        stopped = threading.Event()
+        while not stopped.wait(interval):
+            try:
+                if storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING:
+                    return
+                beat(storage, trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return
+            except Exception as e:  # a database hiccup: the next beat retries
+                log.warning(f"heartbeat for trial id {trial_id} not recorded: {e}")
+
+    threading.Thread(target=beating, name=f"logitlab-trial-{trial_id}-heartbeat", daemon=True).start()

@@ -105,7 +105,18 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     n_trials = min(sweeper.n_trials, _grid_size(space.grid())) if sweeper.sampler == "grid" \
         else sweeper.n_trials
     n_jobs = sweeper.n_jobs or sweeper.parallelism
-    leases = Leases(study, sweeper.heartbeat_s)
+    heartbeat_s = study.user_attrs.get("heartbeat_s")
+    if heartbeat_s is None:
+        study.set_user_attr("heartbeat_s", heartbeat_s := sweeper.heartbeat_s)
+    elif heartbeat_s != sweeper.heartbeat_s:  # sweepers judging each other by different clocks would steal trials
+        log.info(f"study {sweeper.study_name!r} is held by heartbeats every {heartbeat_s}s: this sweeper's too "
+                 f"(not hydra.sweeper.heartbeat_s={sweeper.heartbeat_s})")
+        study = open_study(storage, sweeper.study_name, sweeper.direction, study_spec(sweeper, space, pruner), heartbeat_s)
+        study.sampler = make_sampler(sweeper.sampler, space, sweeper.seed)
+    leases = Leases(study, heartbeat_s)
+    # Jobs that outlive this sweeper (a SLURM job keeps running when its sweeper stops) hold their own
+    # trials while they run; releasing those on a stop would start them twice.
+    leases.release_on_stop = "submitit" not in str(sweeper.config.hydra.launcher.get("_target_", ""))
     if study.trials:
         done = _finished(study)
         log.info(f"continuing study {sweeper.study_name!r} in {storage}: {done} of {n_trials} trials "
@@ -115,13 +126,14 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     # Each job reports its epochs to its trial (the one running as its job number), pruned or not, so
     # optuna-dashboard shows every trial's curve; without a pruner Optuna's NopPruner judges them.
     sweeper.task.link = dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
-                             pruner=pruner)
+                             pruner=pruner, heartbeat_s=heartbeat_s)
     progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs, done=_finished(study))
     gpus = _jobs.gpus_to_pin(sweeper.config)
     if sweeper.fuse and _asks_ahead(sweeper.sampler):  # trials asked together, launched as fused groups
         n_jobs = max(n_jobs, sweeper.fuse_max * max(1, sweeper.parallelism))
     trials = _Trials(study, space, n_trials, leases, sweeper.seed)
-    with _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir), leases:
+    # (leases outermost: on a stop, the launcher's workers are stopped before their trials are released)
+    with leases, _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir):
         if n_jobs > 1 and not gpus and not (sweeper.fuse and _asks_ahead(sweeper.sampler)):
             returns, stopped = _run_async(sweeper, trials, n_jobs, progress, sweep_dir)
         else:
@@ -147,13 +159,15 @@ class _Trials:
             if len(batch) == n:
                 break
             if "overrides" not in orphan.user_attrs:  # its sweeper died sampling it: never launched
-                self.leases.fail(orphan, "never launched: its sweeper stopped while sampling it")
+                self.leases.drop_uncounted(orphan._trial_id, "never launched: its sweeper stopped while sampling it")
                 continue
             trial = self.leases.take_over(orphan)
             if trial is not None:
                 batch.append(trial)
         while len(batch) < n and _counted(self.study) < self.n_trials:
-            batch.append(self.ask())
+            trial = self.ask()
+            if trial is not None:
+                batch.append(trial)
         if batch:
             self._waiting_said = False
             return batch
@@ -165,14 +179,25 @@ class _Trials:
             return self.WAIT
         return []
 
-    def ask(self) -> optuna.Trial:
+    def ask(self) -> optuna.Trial | None:
+        """A new trial, held; None if it is not to run (another sweeper asked the study's last one at the
+        same time, or judged this one an orphan before it was held)."""
         with warnings.catch_warnings():  # Optuna warns that its heartbeat is for optimize(); ours is _leases'
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
             trial = self.study.ask()
         if self.seed is not None:
             _seed_for(self.study.sampler, self.seed + trial.number)
-        trial.set_user_attr("overrides", self.space.ask(trial))
-        self.leases.hold(trial)
+        try:
+            self.leases.hold(trial)
+            trial.set_user_attr("overrides", self.space.ask(trial))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None
+        counted = sorted(set(t.number for t in self.study.get_trials(deepcopy=False))
+                         - superseded(self.study.get_trials(deepcopy=False)))
+        if counted.index(trial.number) >= self.n_trials:  # sweepers racing for the last trial: the later loses
+            self.leases.drop_uncounted(trial._trial_id, f"asked past n_trials={self.n_trials} while another "
+                                                         f"sweeper asked the last trial")
+            return None
         return trial
 
     def tell(self, trial: optuna.Trial, job: _jobs.Job) -> None:
@@ -349,10 +374,13 @@ def _tell(study: optuna.Study, trial: optuna.Trial, job: _jobs.Job) -> None:
                     f"(no heartbeat from this one for too long): its continuation's result counts")
         return
     # skip_if_finished: a trial that another sweeper took over (this one's heartbeat lapsed) is its now
-    if job.status == "COMPLETE":
-        study.tell(trial, float(job.value), skip_if_finished=True)
-    else:
-        study.tell(trial, state=TrialState[job.status], skip_if_finished=True)
+    try:
+        if job.status == "COMPLETE":
+            study.tell(trial, float(job.value), skip_if_finished=True)
+        else:
+            study.tell(trial, state=TrialState[job.status], skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:  # taken over between the two writes
+        log.warning(f"trial {trial.number} ended {job.status} here, but another sweeper had just taken it over")
 
 
 def _all_jobs(study: optuna.Study) -> list[_jobs.Job]:

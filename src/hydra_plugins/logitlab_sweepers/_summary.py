@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -42,7 +43,7 @@ def write_csv(jobs: Sequence[Job], path: Path, objective: str) -> None:
     metrics = [{k: v for k, v in metrics_of(j).items() if k != objective} for j in jobs]
     columns = ["number", "status", objective, "wall_seconds", *_keys([j.params for j in jobs]),
                *_keys(metrics), "overrides", "error", "job_dir", "log"]
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several sweepers of one study write it
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
