@@ -401,3 +401,22 @@ def test_cluster_refusals_are_one_line(cluster, tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (
         'error: hydra/launcher=slurm: Could not detect "srun", are you indeed on a slurm cluster? It submits with '
         "sbatch from a SLURM login node; hydra/launcher=submitit_local runs the same jobs on this machine")
+
+
+@pytest.mark.parametrize("launcher, outlives", [("slurm", True), ("submitit_local", True), ("joblib", False),
+                                                ("basic", False)])
+def test_jobs_that_outlive_their_sweeper_are_not_released_when_it_stops(launcher, outlives):
+    """On a stop the sweeper releases its trials to the next sweeper at once, unless its jobs go on running
+    (then they hold their trials themselves): launchers as the presets compose them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import CONF
+    from hydra_plugins.logitlab_sweepers import _jobs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert _jobs.jobs_outlive_sweeper(cfg) is outlives
+    assert _jobs.on_cluster(cfg) is (launcher == "slurm")

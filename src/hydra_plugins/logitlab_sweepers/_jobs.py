@@ -169,6 +169,17 @@ def read_job(ret: JobReturn, number: int, overrides: Sequence[str], params: dict
     return job
 
 
+def on_cluster(config: DictConfig) -> bool:
+    """Whether each job runs in an allocation of its own (SLURM), not on this machine's cores."""
+    return "slurm" in str(config.hydra.launcher.get("_target_", "")).lower()
+
+
+def jobs_outlive_sweeper(config: DictConfig) -> bool:
+    """Whether launched jobs go on running when the sweeper stops (submitit's: SLURM jobs, local
+    subprocesses); Hydra's basic launcher runs them in the sweeper, joblib's workers are stopped with it."""
+    return on_cluster(config) or "submitit" in str(config.hydra.launcher.get("_target_", ""))
+
+
 def launcher_parallelism(config: DictConfig) -> int:
     """How many jobs the configured launcher runs at once: joblib's n_jobs, submitit's
     array_parallelism, else 1 (Hydra's basic launcher runs them one by one in this process)."""

@@ -138,7 +138,7 @@ class Leases:
     def orphans(self) -> list[FrozenTrial]:
         """RUNNING trials that no live sweeper holds, oldest first."""
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        stale_ids = set(self._stale_ids())
+        stale_ids = set(self._stale_ids(running))
         with self._lock:
             mine = set(self.held)
         return [t for t in running if t._trial_id not in mine
@@ -151,10 +151,9 @@ class Leases:
             mine = set(self.held)
         return any(t._trial_id not in mine for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
-    def _stale_ids(self) -> list[int]:
+    def _stale_ids(self, running: list[FrozenTrial]) -> list[int]:
         import time
 
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if self._db_heartbeat:  # the database's clock judges the beats; it skips trials never beaten
             stale = set(self.study._storage._get_stale_trial_ids(self.study._study_id))
         else:

@@ -116,7 +116,7 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     leases = Leases(study, heartbeat_s)
     # Jobs that outlive this sweeper (a SLURM job keeps running when its sweeper stops) hold their own
     # trials while they run; releasing those on a stop would start them twice.
-    leases.release_on_stop = "submitit" not in str(sweeper.config.hydra.launcher.get("_target_", ""))
+    leases.release_on_stop = not _jobs.jobs_outlive_sweeper(sweeper.config)
     if study.trials:
         done = _finished(study)
         log.info(f"continuing study {sweeper.study_name!r} in {storage}: {done} of {n_trials} trials "
@@ -192,9 +192,7 @@ class _Trials:
             trial.set_user_attr("overrides", self.space.ask(trial))
         except optuna.exceptions.UpdateFinishedTrialError:
             return None
-        counted = sorted(set(t.number for t in self.study.get_trials(deepcopy=False))
-                         - superseded(self.study.get_trials(deepcopy=False)))
-        if counted.index(trial.number) >= self.n_trials:  # sweepers racing for the last trial: the later loses
+        if _counted_numbers(self.study).index(trial.number) >= self.n_trials:  # sweepers racing for the last trial: the later loses
             self.leases.drop_uncounted(trial._trial_id, f"asked past n_trials={self.n_trials} while another "
                                                          f"sweeper asked the last trial")
             return None
@@ -339,10 +337,15 @@ def _validate(sweeper, trials: _Trials, batch: list[optuna.Trial], overrides: li
         raise
 
 
-def _counted(study: optuna.Study) -> int:
-    """The study's trials towards n_trials: each continued trial counts once, as its continuation."""
+def _counted_numbers(study: optuna.Study) -> list[int]:
+    """The numbers of the study's trials towards n_trials, in order: each continued trial counts once, as
+    its continuation; one asked past n_trials or never launched counts for nothing."""
     every = study.get_trials(deepcopy=False)
-    return len(every) - len(superseded(every))
+    return sorted({t.number for t in every} - superseded(every))
+
+
+def _counted(study: optuna.Study) -> int:
+    return len(_counted_numbers(study))
 
 
 def _finished(study: optuna.Study) -> int:

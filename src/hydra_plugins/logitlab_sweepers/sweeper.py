@@ -53,8 +53,7 @@ class LogitlabSweeper(Sweeper):
             hydra_context=hydra_context, task_function=self.task, config=config)
         self.parallelism = _jobs.launcher_parallelism(config)
         # the jobs that share this machine's cores: a SLURM job has an allocation of its own
-        self.task.jobs_at_once = 1 if "slurm" in str(config.hydra.launcher.get("_target_", "")).lower() \
-            else self.parallelism
+        self.task.jobs_at_once = 1 if _jobs.on_cluster(config) else self.parallelism
         self.sequential = config.hydra.launcher._target_ == _jobs.BASIC_LAUNCHER
         self._bases: dict[tuple, tuple] = {}  # for launch: the config groups a job chooses -> a composition
 
