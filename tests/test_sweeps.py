@@ -182,7 +182,8 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
 
 def test_killed_study_resumes_where_it_stopped(tmp_path):
     out = tmp_path / "s"
-    args = ["hparams_search=nas", "hydra.sweeper.n_trials=4", "sleep=0.2", f"hydra.sweep.dir={out}"]
+    # 1 s trials: under load, a trial of 0.4 s could finish (metrics.json) between being seen and the kill
+    args = ["hparams_search=nas", "hydra.sweeper.n_trials=4", "sleep=0.5", f"hydra.sweep.dir={out}"]
     proc = subprocess.Popen([sys.executable, str(APP), "-m", *args], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill it while trial 2 trains: trials 0 and 1 are done, and the journal is not being written.
