@@ -13,7 +13,7 @@ from . import _jobs, _summary
 
 
 def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: Path) -> list[list[JobReturn]]:
-    """Run every job; returns the batches of JobReturn as launched (Hydra's BasicSweeper's return)."""
+    """Run every job, `at_once` jobs a launch; returns Hydra's batches of JobReturn (in_batches)."""
     if sweeper.layers:
         raise _jobs.SweepError("hydra.sweeper.layers needs an Optuna sampler (hydra.sweeper.sampler=tpe); "
                                "a grid takes list values instead, e.g. 'model.hidden=[64],[64,32]'")
@@ -23,29 +23,29 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
             raise _jobs.SweepError(f"{o.input_line}: a grid cannot sweep an interval; use choice(...) or "
                                    f"range(...), or an Optuna sampler (hydra.sweeper.sampler=tpe)")
     swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
-    batch_size = sweeper.n_jobs
-    if batch_size is None and (sweeper.sequential or sweeper.max_failures is not None):
-        batch_size = sweeper.parallelism
-    batches = BasicSweeper.split_arguments(overrides, batch_size)
+    all_jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    at_once = sweeper.n_jobs
+    if at_once is None and (sweeper.sequential or sweeper.max_failures is not None):
+        at_once = sweeper.parallelism
+    at_once = at_once or len(all_jobs)
     gpus = _jobs.gpus_to_pin(sweeper.config)
     if sweeper.fuse:
         from . import _fusing
 
-        all_jobs = [job for batch in batches for job in batch]
         units = _fusing.plan(sweeper, all_jobs, list(range(len(all_jobs))))
         if any(u.fused for u in units):
             return _run_fused(sweeper, units, swept, sweep_dir, gpus)
 
     jobs: list[_jobs.Job] = []
-    returns: list[list[JobReturn]] = []
+    returns: list[JobReturn] = []
     stopped = None
-    progress = _jobs.Progress(sum(len(b) for b in batches), sweeper.objective,
-                              min(sweeper.parallelism, batch_size or sweeper.parallelism))
+    progress = _jobs.Progress(len(all_jobs), sweeper.objective, min(sweeper.parallelism, at_once))
     with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
-        for k, batch in enumerate(batches):
+        for start in range(0, len(all_jobs), at_once):
+            batch = all_jobs[start:start + at_once]
             sweeper.validate_batch_is_legal(batch)
             results = sweeper.launch(sweeper.pinned(batch, sweep_dir, gpus), initial_job_idx=len(jobs))
-            returns.append(list(results))
+            returns += results
             for ret, job_overrides in zip(results, batch):
                 varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
                 params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
@@ -55,11 +55,18 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
                 _jobs.fresh_workers()
             _summary.write_csv(jobs, sweep_dir / "summary.csv", sweeper.objective)
             failed = sum(j.status == "FAIL" for j in jobs)
-            if sweeper.max_failures is not None and failed > sweeper.max_failures and k + 1 < len(batches):
+            if sweeper.max_failures is not None and failed > sweeper.max_failures and len(jobs) < len(all_jobs):
                 stopped = f"stopped after {failed} failures (max_failures={sweeper.max_failures})"
                 break
     _summary.finish(sweeper, jobs, sweep_dir, stopped)
-    return returns
+    return in_batches(returns, sweeper.n_jobs)
+
+
+def in_batches(returns: list[JobReturn], size: int | None) -> list[list[JobReturn]]:
+    """The jobs' returns in job order, in batches of `size` (one batch: null), as Hydra's BasicSweeper
+    returns them with max_batch_size=size, however they were launched (one at a time, fused groups)."""
+    size = size or max(1, len(returns))
+    return [returns[k:k + size] for k in range(0, len(returns), size)]
 
 
 def _run_fused(sweeper, units, swept: set, sweep_dir: Path, gpus) -> list[list[JobReturn]]:
@@ -69,7 +76,7 @@ def _run_fused(sweeper, units, swept: set, sweep_dir: Path, gpus) -> list[list[J
 
     total = sum(len(u.numbers) for u in units)
     jobs: list[_jobs.Job] = []
-    returns: list[list[JobReturn]] = []
+    returns: list[tuple[int, JobReturn]] = []
     progress = _jobs.Progress(total, sweeper.objective, 1)
     fused = sum(len(u.numbers) for u in units if u.fused)
     _jobs.log.info(f"{total} jobs: {fused} in {sum(u.fused for u in units)} fused groups, {total - fused} alone")
@@ -78,7 +85,7 @@ def _run_fused(sweeper, units, swept: set, sweep_dir: Path, gpus) -> list[list[J
     with _summary.kept_on_stop(sweeper, lambda: jobs, sweep_dir):
         for start in range(0, len(units), at_once):
             launched = _fusing.launch(sweeper, units[start:start + at_once], sweep_dir, gpus)
-            returns.append([ret for _, _, ret in launched])
+            returns += [(number, ret) for number, _, ret in launched]
             for number, job_overrides, ret in launched:
                 varying = [o for o in job_overrides if o.split("=", 1)[0] in swept]
                 params = {key.lstrip("+~"): value for key, value in (o.split("=", 1) for o in varying)}
@@ -93,4 +100,4 @@ def _run_fused(sweeper, units, swept: set, sweep_dir: Path, gpus) -> list[list[J
                 stopped = f"stopped after {failed} failures (max_failures={sweeper.max_failures})"
                 break
     _summary.finish(sweeper, jobs, sweep_dir, stopped)
-    return returns
+    return in_batches([ret for _, ret in sorted(returns, key=lambda item: item[0])], sweeper.n_jobs)

@@ -94,6 +94,9 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     space = _search_space.build(parser, sweeper.params, sweeper.layers, arguments)
     storage = storage_of(sweeper.storage, sweep_dir)
     pruner = pruner_spec(sweeper.pruner)
+    if pruner and not sweeper.logitlab_app:  # its jobs report nothing per epoch: the pruner would never judge
+        raise SweepError("a pruner needs logitlab's app, whose jobs report the objective every epoch; this "
+                         "app's jobs only return a value: set hydra.sweeper.pruner=null")
     if pruner and not str(sweeper.objective).startswith(("val/", "train/")):
         raise SweepError(f"a pruner needs an objective reported every epoch (val/... or train/...), not "
                          f"{sweeper.objective}; set hydra.sweeper.pruner=null or another objective")

@@ -76,10 +76,10 @@ def _global_groups(choices: dict, loader) -> set[str]:
     return found
 
 
-def write_best(job: Job, path: Path, objective: str, direction: str, loader) -> bool:
+def write_best(job: Job, path: Path, objective: str, direction: str, loader, logitlab_app: bool = True) -> bool:
     """best.yaml: the best job's config group choices as `override`s plus every value of its config,
     so applied as an experiment preset it reproduces that job exactly. False if the job's .hydra/ is
-    missing (hydra.output_subdir=null)."""
+    missing (hydra.output_subdir=null). logitlab's config has an `experiment` group to apply it with."""
     saved = Path(job.job_dir or "") / ".hydra"
     if not (saved / "config.yaml").exists() or not (saved / "hydra.yaml").exists():
         return False
@@ -95,7 +95,9 @@ def write_best(job: Job, path: Path, objective: str, direction: str, loader) -> 
         f"# The best job of the sweep in {path.parent}: #{job.number}, "
         f"{objective} = {job.value:.6g} ({direction}).",
         f"# Its overrides: {' '.join(job.overrides) or '(none)'}",
-        "# As an experiment: copy this file to DIR/experiment/NAME.yaml and run with -cd DIR experiment=NAME.",
+        "# As an experiment: copy this file to DIR/experiment/NAME.yaml and run with -cd DIR experiment=NAME."
+        if logitlab_app else "# As a preset: copy this file to GROUP/NAME.yaml beside the app's config and run "
+                             "with +GROUP=NAME.",
         f"# The job's own config: --config-path {saved} --config-name config",
     ]
     path.write_text("\n".join(header) + "\n" + OmegaConf.to_yaml(preset))
@@ -110,7 +112,7 @@ def report(sweep_dir: Path, objective: str, direction: str, top: int, figures: b
 
     _, rows = sweep_table.read(sweep_dir / "summary.csv")
     log.info(sweep_table.table(rows, objective, direction, top))
-    if not figures:
+    if not figures or not sweep_table.completed(rows, objective):  # nothing to draw: spare the torch import
         return
     try:
         from logitlab import sweep_plots  # loads torch (for TensorBoard) and matplotlib
@@ -133,7 +135,7 @@ def finish(sweeper, jobs: Sequence[Job], sweep_dir: Path, stopped: str | None = 
     report(sweep_dir, objective, direction, sweeper.top, sweeper.figures)
     best = ranked(jobs, direction)
     if best and write_best(best[0], sweep_dir / "best.yaml", objective, direction,
-                           sweeper.hydra_context.config_loader):
+                           sweeper.hydra_context.config_loader, sweeper.logitlab_app):
         log.info(f"summary: {summary}  best job as a preset: {sweep_dir / 'best.yaml'}")
     else:
         log.info(f"summary: {summary}")

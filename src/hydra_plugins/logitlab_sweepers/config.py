@@ -33,9 +33,10 @@ class SweeperConf:
     # {depth: range(1, 4), width: choice(64, 128)} asks model.hidden.depth, then model.hidden.0, ...
     layers: Dict[str, LayersConf] = field(default_factory=dict)
     n_trials: int = 20  # Optuna only; in total: a resumed study runs only the trials still missing
-    # Jobs launched together. null: as many as the launcher runs at once (one at a time with Hydra's
-    # basic launcher, so Ctrl-C and max_failures stop between jobs); a grid on a parallel launcher
-    # launches all its jobs at once unless max_failures is set.
+    # Jobs launched together: a grid's batches (Hydra's max_batch_size), a study's trials at a time.
+    # null: a grid is one batch, launched one job at a time on Hydra's basic launcher (so Ctrl-C and
+    # max_failures stop between jobs) and all at once on a parallel launcher unless max_failures is set;
+    # a study runs as many trials at a time as the launcher runs jobs.
     n_jobs: Optional[int] = None
     # Optuna only. null | median | hyperband | {_target_: optuna.pruners.NAME, ...}. Each job reports
     # `objective` after every epoch to its trial (see _pruning.py).
@@ -50,9 +51,12 @@ class SweeperConf:
     heartbeat_s: int = 30
     # Launch no more jobs once more than this many failed in this run (0: stop at the first).
     max_failures: Optional[int] = None
-    # What each job returns (and reports per epoch for pruning), and which end of it is best.
+    # What each job returns (and reports per epoch for pruning), and which end of it is best. For
+    # logitlab's app (a config with trainer.objective) a metric such as val/acc. For any other Hydra app
+    # the objective is the value its task function returns, and this is only its name in the summary.
     objective: str = "${oc.select:trainer.objective,value}"
-    # null: the objective's own (*/acc maximize, */loss minimize); one that contradicts it is refused.
+    # logitlab's app, null: the objective's own (*/acc maximize, */loss minimize); one that contradicts
+    # it is refused. Any other app: minimize (null) or maximize.
     direction: Optional[str] = None
     top: int = 5  # rows in the printed table of the best jobs (groups over seeds when `seed` is swept)
     # Write the sweep's figures at the end (PNGs beside summary.csv, TensorBoard images in summary/);

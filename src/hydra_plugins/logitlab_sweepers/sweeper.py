@@ -30,6 +30,25 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def _direction(objective: str, direction: Optional[str], logitlab_app: bool) -> str:
+    """Which end of the objective is best. logitlab's app (its config has trainer.objective) returns a
+    metric, whose direction is derived (val/acc: maximize) and a contradicting one refused. Any other
+    Hydra app's objective is the value its task function returns, `objective` only its name in the
+    summary, and better as `direction` says: minimize unless given (as Hydra's Optuna sweeper)."""
+    if logitlab_app:
+        from logitlab import ConfigError
+        from logitlab.objective import Objective
+
+        try:
+            return Objective.of(objective, direction, key="hydra.sweeper").direction
+        except ConfigError as e:
+            raise _jobs.SweepError(str(e)) from None
+    if direction not in (None, "minimize", "maximize"):
+        raise _jobs.SweepError(f"hydra.sweeper.direction={direction!r} is not a direction; valid: minimize, "
+                               f"maximize (or null: minimize)")
+    return direction or "minimize"
+
+
 class LogitlabSweeper(Sweeper):
     def __init__(self, sampler: Any, params: Any, layers: Any, n_trials: int, n_jobs: Optional[int],
                  pruner: Any, seed: Optional[int], study_name: str, storage: Optional[str],
@@ -58,13 +77,11 @@ class LogitlabSweeper(Sweeper):
         self._bases: dict[tuple, tuple] = {}  # for launch: the config groups a job chooses -> a composition
 
     def sweep(self, arguments: List[str]) -> Any:
-        from logitlab import ConfigError
-        from logitlab.objective import Objective
-
-        try:
-            self.direction = Objective.of(self.objective, self.direction, key="hydra.sweeper").direction
-        except ConfigError as e:
-            raise _jobs.SweepError(str(e)) from None
+        trainer = self.config.get("trainer")  # logitlab's app: a config with trainer.objective (_direction)
+        self.logitlab_app = OmegaConf.is_dict(trainer) and "objective" in trainer
+        self.direction = _direction(self.objective, self.direction, self.logitlab_app)
+        # Fused groups stack logitlab's models; another app's jobs run as the app wrote them.
+        self.fuse = self.fuse and self.logitlab_app
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         self._check_same_sweep(sweep_dir, arguments)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +128,6 @@ class LogitlabSweeper(Sweeper):
         from hydra.core.utils import configure_log, run_job, setup_globals
         from omegaconf import open_dict, read_write
 
-        from logitlab.check import derived_config
-
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -120,7 +135,11 @@ class LogitlabSweeper(Sweeper):
         for k, overrides in enumerate(batch):
             choices = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.config.hydra.runtime.choices)
             base = self._bases.get(choices)
-            cfg = derived_config(*base, overrides) if base is not None else None
+            cfg = None
+            if base is not None:
+                from logitlab.check import derived_config
+
+                cfg = derived_config(*base, overrides)
             if cfg is None:
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
                 self._bases.setdefault(choices, (list(overrides), copy.deepcopy(cfg)))
