@@ -47,6 +47,21 @@ ROWS = [
 # the rows where the issue asks for >= 4x over Lightning and >= 1.5x over Keras
 HEADLINE_ROWS = {"MNIST-1D MLP 40-32-10", "MNIST-1D MLP 40-100-10", "MNIST-1D CNN 16-32"}
 TARGETS = dict(loop=1.05, lightning=4.0, keras=1.5)
+# --quick: one tiny row, once, to see in seconds that every contender still runs (tests/test_bench.py)
+QUICK_ROW = ("digits linear (--quick)", "digits", lambda shape: SoftmaxRegression(shape, 10), 64, 3)
+PEERS = {"Lightning": "lightning", "Lightning (lean)": "lightning", "Keras": "keras"}  # the `bench` extra
+
+
+def _missing_peers(names: list[str]) -> str | None:
+    """One line for the contenders whose package is not installed, or None."""
+    import importlib.util
+
+    missing = {name: PEERS[name] for name in names if name in PEERS and importlib.util.find_spec(PEERS[name]) is None}
+    if not missing:
+        return None
+    kept = ",".join(n for n in names if n not in missing)
+    return (f"error: {', '.join(missing)} need(s) {' and '.join(sorted(set(missing.values())))}, not installed: "
+            f"pip install -e '.[bench]' (make bench does), or leave them out: --contenders '{kept}'")
 
 
 class _Terminal(io.TextIOBase):
@@ -83,7 +98,9 @@ def _check_keras_copy(model, data) -> None:
 
 def measure(rows, names, reps: int, device: str, log) -> dict:
     """{row: {contender: [seconds per epoch, one per repetition]}}"""
-    datasets = {"mnist1d": load_mnist1d(), "digits": load_digits()}
+    loaders = {"mnist1d": lambda: load_mnist1d(os.environ.get("LOGITLAB_DATA", "~/.cache/logitlab")),
+               "digits": load_digits}  # the cache the configs use (data.root)
+    datasets = {name: loaders[name]() for name in {row[1] for row in rows}}
     times = {row[0]: {name: [] for name in names} for row in rows}
     writes = {row[0]: [] for row in rows}  # checkpoint files logitlab wrote per run
     initial = {}
@@ -180,24 +197,44 @@ def machine(device: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions (medians are over these)")
-    parser.add_argument("--epochs", type=int, default=0, help="epochs per run for every row (default: per row)")
+    parser.add_argument("--epochs", type=int, default=0, help="epochs per run (at least 3) for every row "
+                                                              "(default: per row)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, the same for all")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU path (data on the GPU)")
     parser.add_argument("--rows", default="", help="only rows whose name contains this")
     parser.add_argument("--contenders", default=",".join(contenders.CONTENDERS),
                         help="comma-separated, from: " + ", ".join(contenders.CONTENDERS))
     parser.add_argument("--cold-start-reps", type=int, default=5, help="0 skips the cold-start measurement")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results.md"))
+    parser.add_argument("--quick", action="store_true",
+                        help="see that everything runs, in seconds: one tiny row (softmax regression on digits, "
+                             "3 epochs) once instead of --rows, each cold-start command once without warm-up "
+                             "(and not the mnist1d one); prints, writes no file unless --out is given")
+    parser.add_argument("--out", default=None, help="the report (default: bench/results.md, none with --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.reps = 1
+    elif args.out is None:
+        args.out = str(Path(__file__).parent / "results.md")
+    if 0 < args.epochs < 3:
+        parser.error(f"--epochs {args.epochs}: at least 3 (the first and the last are not timed)")
 
     logging.getLogger("lightning").setLevel(logging.ERROR)  # "GPU available: False ..." on every fit
     torch.set_num_threads(args.threads)
     names = [n for n in contenders.CONTENDERS if n in args.contenders.split(",")]
-    rows = [(*r[:4], args.epochs or r[4]) for r in ROWS if args.rows in r[0]]
+    rows = [(*r[:4], args.epochs or r[4]) for r in ([QUICK_ROW] if args.quick else ROWS) if args.rows in r[0]]
+    if not names or not rows:
+        parser.error(f"no {'contenders' if not names else 'rows'} selected by --contenders "
+                     f"{args.contenders!r} --rows {args.rows!r}")
+    missing = _missing_peers(names)
+    if missing:
+        raise SystemExit(missing)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     started, load_before = time.perf_counter(), os.getloadavg()
     times, writes = measure(rows, names, args.reps, args.device, log)
-    cold = cold_start.measure(args.cold_start_reps, log) if args.cold_start_reps else None
+    if args.quick:
+        cold = cold_start.measure(1, log, cold_start.QUICK, warm_up=False) if args.cold_start_reps else None
+    else:
+        cold = cold_start.measure(args.cold_start_reps, log) if args.cold_start_reps else None
     minutes = (time.perf_counter() - started) / 60
 
     out = [
@@ -245,7 +282,8 @@ def main() -> None:
     if cold:
         out += ["", *cold_start.report(cold)]
     text = "\n".join(out) + "\n"
-    Path(args.out).write_text(text)
+    if args.out:
+        Path(args.out).write_text(text)
     print(text)
 
 
