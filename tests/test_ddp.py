@@ -1,6 +1,7 @@
 """Data-parallel training through torchrun, as users run it: two processes on the CPU (gloo) train what one
 process trains, rank 0 alone writes the run directory, a signal to any one rank stops every rank at the
-same step and the torchrun command it prints resumes exactly, and a config error is one line, not a hang."""
+same step and the torchrun command it prints resumes exactly, and a config error is one line, not a hang.
+Every rank exits with its own status, never killed by torchrun nor aborted at shutdown."""
 from __future__ import annotations
 
 import csv
@@ -21,6 +22,7 @@ from conftest import ROOT, run_cli
 from logitlab import checkpoint
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+WATCH = Path("/proc/self/task").is_dir()  # whether a process's threads can be counted (see WATCHED)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores, one thread each
 QUIET = ["trainer.progress=false", "trainer.figures=false"]
 # An odd batch: every step's two shares differ in size (32 and 31), and the last batch is partial (61 of 63).
@@ -29,9 +31,68 @@ SAME = ["model=mlp", "trainer.batch_size=63", *QUIET]
 STOPPED = ["model=mlp", "model.dropout=0.1", "trainer.batch_size=16", "trainer.epochs=2", *QUIET]
 
 
-def _torchrun(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([*TORCHRUN, "-m", "logitlab.train", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=ENV)
+# Run by torchrun in place of `-m logitlab.train`: the same main(), and after World.leave() each rank says how
+# many of the threads its process groups started are still alive. A gloo thread that outlives leave() may
+# still be freeing a finished collective's tensors when the interpreter shuts down; it needs the GIL for that,
+# cannot have it then, and is ended inside a destructor: "terminate called without an active exception",
+# SIGABRT, on some runs and not others. That none is left is what makes every exit clean on every run.
+WATCHED = """
+import os, sys
+import torch.distributed as dist
+from logitlab import distributed, train
+
+def threads():
+    return set(os.listdir("/proc/self/task"))
+
+started = set()  # the threads that making the process groups started
+def recorded(make):
+    def made(*args, **kwargs):
+        before = threads()
+        try:
+            return make(*args, **kwargs)
+        finally:
+            started.update(threads() - before)
+    return made
+dist.init_process_group, dist.new_group = recorded(dist.init_process_group), recorded(dist.new_group)
+
+leave = distributed.World.leave
+def watched(world):
+    leave(world)
+    print(f"rank {world.rank} left: {len(started & threads())} of {len(started)} group threads", file=sys.stderr)
+distributed.World.leave = watched
+train.main()
+"""
+
+
+def _torchrun(*args: str, timeout: float = 300, cwd: Path = ROOT, watched: Path | None = None
+              ) -> subprocess.CompletedProcess:
+    """torchrun -m logitlab.train args; with `watched` (a path to write WATCHED to), through that script."""
+    watched = watched if WATCH else None
+    if watched is not None:
+        watched.write_text(WATCHED)
+    what = ["-m", "logitlab.train"] if watched is None else [str(watched)]
+    return subprocess.run([*TORCHRUN, *what, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=ENV)
+
+
+def _assert_every_rank_left_clean(done: subprocess.CompletedProcess, status: int) -> None:
+    """Rank 0 exited with `status`, every other rank with 0 (torchrun lists a rank only if it failed: one
+    killed by its SIGTERM or aborted would be listed), and leave() joined every process group's threads."""
+    assert "terminate called" not in done.stderr, done.stderr
+    assert set(re.findall(r"exitcode\s*: (-?\d+)", done.stderr)) == ({str(status)} if status else set()), done.stderr
+    if status:
+        root_cause = done.stderr.split("Root Cause", 1)[1]
+        assert re.search(rf"rank\s*: 0 .*\n\s*exitcode\s*: {status} ", root_cause), done.stderr
+    _assert_groups_joined(done.stderr)
+
+
+def _assert_groups_joined(stderr: str) -> None:
+    """Each rank's leave() (the last one's, if called twice) found none of its process groups' threads alive."""
+    if not WATCH:
+        return
+    left = dict((rank, (n, of)) for rank, n, of in re.findall(r"rank (\d+) left: (\d+) of (\d+) group threads", stderr))
+    assert sorted(left) == ["0", "1"], stderr
+    assert all(n == "0" and int(of) > 0 for n, of in left.values()), left
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -64,8 +125,10 @@ def one_process(tmp_path_factory) -> Path:
 
 
 def test_two_processes_train_what_one_does_and_only_rank_0_writes(one_process, tmp_path):
-    done = _torchrun(*SAME, "trainer.epochs=2", cwd=tmp_path)  # Hydra's own run directory, named by the time
+    # Hydra's own run directory, named by the time
+    done = _torchrun(*SAME, "trainer.epochs=2", cwd=tmp_path, watched=tmp_path / "watched.py")
     assert done.returncode == 0, done.stderr[-3000:]
+    _assert_every_rank_left_clean(done, 0)
     made = list(tmp_path.glob("outputs/*/*"))
     assert len(made) == 1, made  # one for both ranks, though each process would name its own
     run_dir = made[0]
@@ -86,14 +149,15 @@ def test_two_processes_train_what_one_does_and_only_rank_0_writes(one_process, t
     (["model=mlpp"], "error: model=mlpp is not an option; did you mean model=mlp?"),
     pytest.param(["-m", "model=mlp,linear"], "error: a sweep (-m) cannot run under torchrun", marks=pytest.mark.slow),
 ], ids=["config error", "sweep"])
-def test_a_refused_command_under_torchrun_is_one_line_and_no_hang(tmp_path, args, says):
-    done = _torchrun(*args, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+def test_a_refused_command_under_torchrun_is_one_line_and_every_rank_exits_clean(tmp_path, args, says):
+    """Rank 0 refuses and exits 2; the others hear it and exit 0 (no sleeping until torchrun kills them), so
+    torchrun names rank 0 and its status as the failure, whichever process it sees exit first."""
+    done = _torchrun(*args, f"hydra.run.dir={tmp_path / 'run'}", timeout=120, watched=tmp_path / "watched.py")
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(ours) == 1 and ours[0].startswith(says), done.stderr
     assert "src/logitlab/" not in done.stderr, done.stderr  # no traceback of ours (torchrun prints its own)
-    root_cause = done.stderr.split("Root Cause", 1)[1] if "Root Cause" in done.stderr else done.stderr
-    assert re.search(r"rank\s*: 0 .*\n\s*exitcode\s*: [12] ", root_cause), done.stderr  # rank 0's own exit
+    _assert_every_rank_left_clean(done, 2)
     assert not (tmp_path / "run").exists()
 
 
@@ -129,8 +193,12 @@ def uninterrupted(tmp_path_factory) -> Path:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="finds torchrun's workers in /proc")
 @pytest.mark.slow
 def test_a_signal_to_rank_1_stops_every_rank_at_one_step_and_the_printed_command_resumes_exactly(
-        uninterrupted, tmp_path):
-    proc = subprocess.Popen([*TORCHRUN, "-m", "logitlab.train", *STOPPED, f"hydra.run.dir={tmp_path}"],
+        uninterrupted, tmp_path, tmp_path_factory):
+    what = ["-m", "logitlab.train"]
+    if WATCH:
+        (watched := tmp_path_factory.mktemp("watched") / "watched.py").write_text(WATCHED)
+        what = [str(watched)]
+    proc = subprocess.Popen([*TORCHRUN, *what, *STOPPED, f"hydra.run.dir={tmp_path}"],
                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, rank1 = time.monotonic() + 240, None
     while rank1 is None or not _catches(rank1, signal.SIGUSR1):  # rank 1 is training
@@ -142,6 +210,8 @@ def test_a_signal_to_rank_1_stops_every_rank_at_one_step_and_the_printed_command
     assert proc.returncode != 0, err
     # every rank left through the agreed stop (exit 128 + SIGUSR1), none was stopped by torchrun's SIGTERM
     assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", err)) <= {str(128 + signal.SIGUSR1)}, err
+    assert "terminate called" not in err, err
+    _assert_groups_joined(err)
     said = [line for line in err.splitlines() if "resume with: " in line]
     assert len(said) == 1 and said[0].startswith("stopped by SIGUSR1 in epoch "), err
     command = shlex.split(said[0].split("resume with: ")[1])

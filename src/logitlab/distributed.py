@@ -12,6 +12,7 @@ directory, RNG states), so that agreeing never waits on the GPU.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -103,8 +104,18 @@ class World:
         return message[0]
 
     def leave(self) -> None:
-        if self.distributed and dist.is_initialized():
+        """Destroy the process groups and join their threads while the interpreter can still serve them. A
+        gloo thread frees a collective's tensors (which takes the GIL) after wait() has returned, not before;
+        one still at it when the interpreter shuts down cannot have the GIL and is ended inside a destructor:
+        "terminate called without an active exception", SIGABRT. A group's threads are joined only when its
+        last holder lets go (this World, a StopVote, DDP, the frames of a traceback, reference cycles among
+        them): call this once those are out of scope, as train.main does."""
+        if not self.distributed:
+            return
+        if dist.is_initialized():
             dist.destroy_process_group()
+        self.control = None
+        gc.collect()
 
     def launcher(self) -> list[str] | None:
         """The torchrun words that start this world again (None for a single process). One node:
@@ -164,6 +175,10 @@ def _join() -> World:
     if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
         torch.cuda.set_device(local_rank)  # NCCL's communicators and the CUDA RNG state of this rank's GPU
         backend = "cpu:gloo,cuda:nccl"  # a run on the CPU (trainer.device=cpu) reduces through gloo
+    # torch.distributed.nn.functional takes group.WORLD as a default argument when first imported (torch._dynamo
+    # imports it, during training): imported after the join, it holds the default group past leave(), and its
+    # threads into the interpreter's shutdown. Imported now, its default is None.
+    from torch.distributed.nn import functional  # noqa: F401
     dist.init_process_group(backend)
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank,
                  local_size=int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())),

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -111,31 +110,39 @@ def main() -> None:
         _exit(f"error: {e}", 2)
     if not world.distributed:
         return _run(args, world)
-    if _is_sweep(args):
+    try:
         if world.is_main:
-            print("error: a sweep (-m) cannot run under torchrun, whose processes train one model together; "
-                  "run it without torchrun, with its jobs in processes of their own: hydra/launcher=joblib, "
-                  "or hydra/launcher=slurm on a cluster", file=sys.stderr)
-        sys.exit(2)
-    if world.is_main:
-        _lead(args, world)
-    else:
-        _run(_follow(args, world), world)
+            _lead(args, world)
+        else:
+            _run(_follow(args, world), world)
+        status = 0
+    except SystemExit as e:  # an exit every rank has agreed on: a refusal, an agreed stop
+        status = e.code
+    # past the except clause the exception is gone, and with it the frames that held DDP and the stop vote:
+    # now leave() can join the process groups' threads (a bug's traceback keeps them: it exits as it did)
     world.leave()
+    sys.exit(status)
 
 
 def _lead(args: list[str], world: World) -> None:
     """Rank 0 goes through Hydra, which names the run directory; run() announces it to the other ranks.
-    A command that ends before (a config error, --help) announces its exit status instead."""
+    A command that ends before (a config error, a sweep, --help) announces its exit status instead, and
+    returns once every rank has heard it (see _follow)."""
     status = 1
     try:
+        if _is_sweep(args):
+            _exit("error: a sweep (-m) cannot run under torchrun, whose processes train one model together; "
+                  "run it without torchrun, with its jobs in processes of their own: hydra/launcher=joblib, "
+                  "or hydra/launcher=slurm on a cluster", 2)
         _run(args, world)
         status = 0
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else 1
         raise
     finally:
-        world.announce(status)  # nothing, once the run directory is announced
+        if not world.announced:  # the command ended before a run began
+            world.announce(status)
+            world.barrier()
 
 
 def _follow(args: list[str], world: World) -> list[str]:
@@ -143,12 +150,13 @@ def _follow(args: list[str], world: World) -> list[str]:
     its own), then composes the same config there: rank 0's .hydra/, train.log and console are left to
     it, and the command line, checked by rank 0 already, is not checked again."""
     run_dir = world.announcement()
-    if isinstance(run_dir, int):  # rank 0 ended before the run began (its message says why) or gave --help
-        if run_dir:
-            # Let rank 0 exit first: torchrun reports the first process to fail as the root cause and stops
-            # the others (this one, sleeping, with SIGTERM); one exiting at the same time as rank 0 races it.
-            time.sleep(30)
-        sys.exit(run_dir)
+    if isinstance(run_dir, int):  # rank 0 ended before the run began (its own line says why) or gave --help
+        # Rank 0 reports the command; this rank, with nothing to report, exits 0, so that torchrun names
+        # rank 0 and its status, whichever exits first. Once rank 0 has exited torchrun stops the others with
+        # SIGTERM: this exit is decided, so ignore it, and only then let rank 0 go (the barrier).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        world.barrier()
+        sys.exit(0)
     pinned = ("hydra.run.dir", "hydra.output_subdir", "hydra.job_logging.handlers.file.filename")
     args = [a for a in args if a.split("=", 1)[0].lstrip("+~") not in pinned] + [
         f"hydra.run.dir={run_dir}", "hydra.output_subdir=null",
