@@ -47,7 +47,7 @@ def start(*args: str, cwd: Path, new_session: bool = False) -> subprocess.Popen:
 def rerun(command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a printed `python -m logitlab.train ...` command with this interpreter."""
     argv = shlex.split(command)
-    assert argv[:3] == ["python", "-m", "logitlab.train"], command
+    assert argv[0] in ("python", sys.executable) and argv[1:3] == ["-m", "logitlab.train"], command
     return subprocess.run([sys.executable, *argv[1:]], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **ENV})
 

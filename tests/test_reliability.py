@@ -106,7 +106,7 @@ def test_signal_writes_a_checkpoint_exits_nonzero_and_the_rerun_resumes(uninterr
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert (state["position"]["epoch"], state["position"]["step"]) > (1, 0)  # the interrupted epoch's progress is kept
     argv = shlex.split(command)
-    assert argv[:3] == ["python", "-m", "logitlab.train"]
+    assert argv[0] in ("python", sys.executable) and argv[1:3] == ["-m", "logitlab.train"]
     rerun = subprocess.Popen([sys.executable, *argv[1:]], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     _, err = rerun.communicate(timeout=600)

@@ -214,7 +214,8 @@ def test_interrupted_study_keeps_its_summary_and_resumes(tmp_path):
     r = sweep(*args, cwd=tmp_path)
     assert r.returncode == 130 and "Traceback" not in r.stderr
     command = r.stderr.strip().splitlines()[-1].split("resume with: ")[1]
-    assert command == shlex.join(["python", str(APP), "-m", *args[:-1], f"hydra.sweep.dir={out}"])
+    assert command in (shlex.join([python, str(APP), "-m", *args[:-1], f"hydra.sweep.dir={out}"])
+                       for python in ("python", sys.executable))  # python where it is this one
     states = {row["x"]: row["status"] for row in summary(out)}
     assert states["0.2"] == "RUNNING" and set(states.values()) <= {"COMPLETE", "RUNNING"}
     assert sweep(*args, cwd=tmp_path).returncode == 0

@@ -186,7 +186,7 @@ class Zoo:
             command = lines[-1].split("resume with: ", 1)[1].strip()
             result["command"] = command
             printed = shlex.split(command)
-            if printed and printed[0] == "python":  # the printed command as is, with this interpreter
+            if printed and printed[0] in ("python", sys.executable):  # as printed, with this interpreter
                 result["resumed"] = self._run_argv([sys.executable, *printed[1:]])
         return result
 
@@ -332,7 +332,8 @@ def check_resume(zoo: Zoo, model: str, data: str) -> None:
     assert "resume with: " in last_line, stopped.explain()
     command = result["command"]
     assert f"hydra.run.dir={run}" in command, command
-    assert shlex.split(command)[:3] == ["python", "-m", "logitlab.train"], command
+    assert shlex.split(command)[0] in ("python", sys.executable), command
+    assert shlex.split(command)[1:3] == ["-m", "logitlab.train"], command
     resumed = result["resumed"]
     assert resumed is not None and resumed.returncode == 0, resumed.explain() if resumed else command
     assert "resuming from epoch" in resumed.stderr, resumed.explain()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import sys
 import tempfile
 import traceback
@@ -21,10 +22,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from logitlab import ConfigError, build, hydra_errors, rundir
+from logitlab import ConfigError, build, hydra_errors, rundir, value_types
 from logitlab.objective import Objective
 
 _ABSENT = object()
@@ -55,7 +55,9 @@ class CommandLineCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)  # as run_job will: ${hydra:...} resolves
         task = _task_config(config)
-        _check_built(task, blame=list(config.hydra.overrides.task))
+        overrides = list(config.hydra.overrides.task)
+        _check_types(task, overrides, lambda: _defaults(config, overrides))
+        _check_built(task, blame=overrides, device=True)
         run_dir = Path(str(config.hydra.run.dir)).absolute()
         _check_writable("hydra.run.dir", run_dir)
         _check_promise(run_dir, task)
@@ -75,23 +77,74 @@ class CommandLineCheck(Callback):
                                        f"set trainer.objective={sweeper.objective} instead")
         _check_writable("hydra.sweep.dir", Path(str(config.hydra.sweep.dir)).absolute())
         bases: dict[tuple, tuple] = {}  # the config groups a variant chooses -> the first such composition
+        defaults_of: dict[tuple, _Once] = {}  # and -> its composition without the values given
+        device = not _runs_elsewhere(config)
         for overrides in _sweep_variants(config):
             choices = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in config.hydra.runtime.choices)
             base = bases.get(choices)
             task = derived_config(*base, overrides) if base is not None else None
             if task is None:
-                task = _task_config(_compose(config.hydra.job.config_name, overrides))
+                task = _task_config(_compose(config, overrides))
                 bases.setdefault(choices, (overrides, task))
-            _check_built(task, blame=overrides, sweep=True)
+            defaults = defaults_of.setdefault(choices, _Once(lambda given=overrides: _defaults(config, given)))
+            _check_types(task, overrides, defaults, sweep=True)
+            _check_built(task, blame=overrides, sweep=True, device=device)
+
+
+# ---------------------------------------------------------------------------------------- value types
+def _check_types(task: DictConfig, overrides: list[str], defaults, sweep: bool = False) -> None:
+    """Each value given on the command line against the type its component declares for that argument
+    (the `_target_`'s annotations: Trainer's `epochs: int`, torch's `lr: float | Tensor`) or, for a key no
+    component takes (seed), the type of its value in the config without the override (`defaults()`):
+    `seed=abc` or `trainer.epochs=[3]` is one line here, not a traceback or a silent misreading."""
+    parser = OverridesParser.create()
+    given: dict[str, tuple[str, Override]] = {}
+    for text in overrides:
+        try:
+            [o] = parser.parse_overrides([text])
+        except Exception:  # Hydra composed it, so this does not happen; the composition would say why
+            continue
+        given[o.key_or_group] = (text, o)  # a key given twice has its last value
+    for key, (text, o) in given.items():
+        if (o.is_delete() or o.package or key.split(".")[0] == "hydra" or o.is_sweep_override()
+                or key in HydraConfig.get().runtime.choices):
+            continue
+        try:
+            value = _plain(OmegaConf.select(task, key, default=_ABSENT))
+        except Exception:  # an interpolation that does not resolve: building says which
+            continue
+        section, _, name = key.rpartition(".")
+        parent = OmegaConf.select(task, section) if section else task
+        target = parent.get("_target_") if isinstance(parent, DictConfig) else None
+        hint, whose = value_types.annotation(target, name), f"the type {target} declares for {name}"
+        if hint is None:
+            try:
+                default = _plain(OmegaConf.select(defaults(), key, default=None))
+            except CommandLineError:  # it composes only with the values given: no default to compare with
+                default = None
+            hint, whose = value_types.type_of(default), f"the type of its default, {json.dumps(default)}"
+        if value is _ABSENT or hint is None or value_types.fits(value, hint) is not False:
+            continue
+        raise CommandLineError(f"{_context(overrides, sweep)}{text.lstrip('+')} is not "
+                               f"{value_types.describe(hint)} ({whose})")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 # ---------------------------------------------------------------------------------------- building
-def _check_built(task: DictConfig, blame: list[str], sweep: bool = False) -> None:
+def _check_built(task: DictConfig, blame: list[str], sweep: bool = False, device: bool = False) -> None:
     """Build the run's components on the CPU, run the model on two training examples, give the optimizer
-    and schedule the model's parameters: whatever refuses a value, its message names the key."""
+    and schedule the model's parameters: whatever refuses a value, its message names the key. `device`:
+    ask the trainer whether trainer.device is here too (not for jobs that run on other machines)."""
     import torch
 
     def attempt():
+        if device:
+            from logitlab.trainer import pick_device
+
+            pick_device(task.trainer.device)
         parts = build.run(task, device="cpu")
         with torch.no_grad():
             _as_component("model", lambda: parts.model(parts.data.train[0][:2]))
@@ -127,7 +180,10 @@ def _as_component(key: str, call):
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    line = text.splitlines()[0] if text else type(e).__name__
+    if isinstance(e, ImportError) and e.__cause__ is not None:  # Hydra's "Error loading 'x':": say why
+        line = f"{line} {type(e.__cause__).__name__}: {_first_line(e.__cause__)}"
+    return line
 
 
 def _context(blame: list[str], sweep: bool) -> str:
@@ -164,7 +220,8 @@ def _sweep_variants(config: DictConfig) -> list[list[str]]:
         values[key] = [f"[{','.join([widths[0]] * int(d))}]" for d in depths] + [f"[{w}]" for w in widths]
     if len(values.get("trainer.objective", [])) > 1:
         raise CommandLineError("trainer.objective cannot be swept: a sweep ranks all its jobs by one objective")
-    groups = [k for k in values if len(values[k]) > 1 and loader.repository.group_exists(k.lstrip("+~"))]
+    groups = [k for k in values if len(values[k]) > 1 and (k.lstrip("+~") in config.hydra.runtime.choices
+                                                          or loader.repository.group_exists(k.lstrip("+~")))]
     keys = [k for k in values if len(values[k]) > 1 and k not in groups]
     first = {k: f"{k}={v[0]}" for k, v in values.items()}
     combos = list(itertools.islice(itertools.product(*(values[g] for g in groups)), MAX_COMBINATIONS + 1))
@@ -195,14 +252,39 @@ def _values(o: Override) -> list[str]:
     return [o.input_line.split("=", 1)[1] if "=" in o.input_line else ""]
 
 
-def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+def _compose(config: DictConfig, overrides: list[str]) -> DictConfig:
+    """A sweep job's config as the sweeper composes it: with the command's hydra overrides
+    (hydra.searchpath among them) and its -cd/-cp/-cn, which are the loader's."""
     loader = GlobalHydra.instance().config_loader()
     try:
-        return loader.load_configuration(config_name, overrides=[o for o in overrides if o.split("=")[1:] != [""]],
-                                         run_mode=RunMode.RUN)
+        return loader.load_sweep_config(config, [o for o in overrides if o.split("=")[1:] != [""]])
     except Exception as e:
-        message, _ = hydra_errors.explain(e, overrides)
+        message, _ = hydra_errors.explain(e, [*config.hydra.overrides.hydra, *overrides])
         raise CommandLineError(f"in the sweep's job {' '.join(overrides)}: {message}") from None
+
+
+def _defaults(config: DictConfig, overrides: list[str]) -> DictConfig:
+    """The task config with the same config group choices and none of the values given."""
+    choices = config.hydra.runtime.choices
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in choices and not o.startswith(("+", "~"))]
+    return _task_config(_compose(config, kept))
+
+
+class _Once:
+    def __init__(self, make):
+        self.make, self.value = make, _ABSENT
+
+    def __call__(self):
+        if self.value is _ABSENT:
+            self.value = self.make()
+        return self.value
+
+
+def _runs_elsewhere(config: DictConfig) -> bool:
+    """Whether the sweep's jobs run on other machines (a cluster's), whose devices are not this one's."""
+    from hydra_plugins.logitlab_sweepers._jobs import on_cluster
+
+    return on_cluster(config)
 
 
 def derived_config(base_overrides: list[str], base: DictConfig, overrides: list[str]) -> DictConfig | None:
@@ -262,8 +344,18 @@ def _check_promise(run_dir: Path, task: DictConfig) -> None:
     trained = any((run_dir / "checkpoints").glob("*.pt"))
     if not saved.is_file() or not trained:  # nothing trained there yet: a corrected command may take it
         return
-    changed = rundir.changed_keys(OmegaConf.to_container(OmegaConf.load(saved), resolve=True),
-                                  OmegaConf.to_container(task, resolve=True))
+    old, new = OmegaConf.to_container(OmegaConf.load(saved), resolve=True), OmegaConf.to_container(task, resolve=True)
+    changed = rundir.changed_keys(old, new)
+    raw = rundir.flatten(OmegaConf.to_container(task, resolve=False))
+    every = [k for k, _, _ in rundir.changed_keys(old, new, allowed=())]
+    for key, there, now in changed:  # a value that follows a key the rerun may change: name that key
+        cause = next((k for k in every if isinstance(raw.get(key), str) and "${" + k + "}" in raw[key]), None)
+        if cause is not None:
+            was, wanted = rundir.flatten(old).get(cause), rundir.flatten(new).get(cause)
+            raise CommandLineError(
+                f"hydra.run.dir={run_dir} holds a run of {cause}={was}, and its {key} follows {cause} "
+                f"({key}={raw[key]}: {there!r} there, {now!r} now), which a trained run cannot change; for "
+                f"{cause}={wanted} start over in another hydra.run.dir, or add {key}={there} to keep its {key}")
     if changed:
         raise CommandLineError(f"hydra.run.dir={run_dir} holds a run of another config "
                                f"({rundir.describe(changed)}); rerun with its values or give another hydra.run.dir")

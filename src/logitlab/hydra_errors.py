@@ -29,7 +29,7 @@ def explain(error: BaseException, args: list[str], config_dir: str | None = None
     text = str(error).strip()
     first_line = text.splitlines()[0] if text else type(error).__name__
     if isinstance(error, MissingConfigException) or "Could not find '" in text:
-        return _missing_option(text, first_line), 2
+        return _missing_option(text, first_line, args), 2
     if isinstance(error, ConfigCompositionException) and "Could not override '" in text:
         key = text.split("Could not override '")[1].split("'")[0]
         return _unknown_key(key, args), 2
@@ -63,18 +63,33 @@ def _reinitialise(args: list[str], config_dir: str) -> None:
         pass
 
 
-def _missing_option(text: str, first_line: str) -> str:
+def _missing_option(text: str, first_line: str, args: list[str]) -> str:
     if "Could not find '" not in text:
         return first_line
     wanted = text.split("Could not find '")[1].split("'")[0]
     group, _, option = wanted.rpartition("/")
-    try:
-        options = GlobalHydra.instance().config_loader().get_group_options(group)
-    except Exception:
-        options = []
+    for override in _overrides(args):  # the override that asked for it: Hydra joins its group and value with /
+        key, _, value = override.partition("=")
+        if value and wanted == f"{key.lstrip('+~')}/{value}":
+            group, option = key.lstrip("+~"), value
+    options = _group_options(group, args)
+    valid = f" (valid: {', '.join(options)})" if options else ""
+    if "/" in option or Path(option).suffix or Path(option).expanduser().exists():
+        return (f"{group}={option} is a file path, and {group} takes the name of an option{valid}; for a file "
+                f"of your own, write {group}/NAME.yaml (a _target_ that loads it) in a directory added with "
+                f"hydra.searchpath=[file:///abs/dir], then give {group}=NAME")
     hint = difflib.get_close_matches(option, options, n=1)
-    return (f"{group}={option} is not an option" + (f"; did you mean {group}={hint[0]}?" if hint else "")
-            + (f" (valid: {', '.join(options)})" if options else ""))
+    return f"{group}={option} is not an option" + (f"; did you mean {group}={hint[0]}?" if hint else "") + valid
+
+
+def _group_options(group: str, args: list[str]) -> list[str]:
+    """The options of config `group` on the command's search path (hydra.searchpath included)."""
+    searchpath = [o for o in _overrides(args) if o.split("=", 1)[0] == "hydra.searchpath"]
+    try:
+        return GlobalHydra.instance().config_loader().get_group_options(group, config_name=_config_name,
+                                                                        overrides=searchpath)
+    except Exception:
+        return []
 
 
 def _unknown_key(key: str, args: list[str]) -> str:
@@ -82,7 +97,8 @@ def _unknown_key(key: str, args: list[str]) -> str:
     rest = [a for a in _overrides(args) if not a.lstrip("+~").startswith(f"{key}=")]
     try:
         base = GlobalHydra.instance().config_loader().load_configuration(
-            _config_name, overrides=[a for a in rest if "," not in a.split("=", 1)[1]], run_mode=RunMode.RUN)
+            _config_name, overrides=[a for a in rest if "," not in a.split("=", 1)[1] or a.startswith("hydra.searchpath=")],
+            run_mode=RunMode.RUN)
     except Exception:
         return f"{key} is not a key"
     return not_a_key(key, base)

@@ -20,6 +20,12 @@ log = logging.getLogger("logitlab")
 GROUPS = ("data", "model", "optim", "schedule")  # the config groups that say what a run is
 
 
+class RunFailed(BaseException):
+    """A single run ended by a user's error that only training could find (the loss diverged): one line,
+    exit status 1. A BaseException, so that it passes Hydra's run_job, which would print "Error executing
+    job with overrides" above that line for an Exception; a sweep's jobs raise the ConfigError itself."""
+
+
 def figures(setting, multirun: bool | None = None) -> bool | str:
     """trainer.figures: true (drawn before the run ends), false, or auto: a single run has them drawn in
     the background once it has ended ("background"; 2-3 s, more than its training, off the command's

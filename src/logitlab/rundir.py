@@ -4,7 +4,10 @@ exact resume command is printed when a run stops) continues it or returns its fi
 Plain Python and OmegaConf: the command-line check, the entry point and the trainer all use it."""
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -54,19 +57,45 @@ def describe(changed: list[tuple[str, Any, Any]], limit: int = 6) -> str:
 
 
 def command(args: list[str], key: str, directory: Path, launcher: list[str] | None = None) -> str:
-    """The command line that continues this run or sweep: the same arguments, its directory pinned.
+    """The command line that continues this run or sweep, to paste into a shell as is: the same arguments,
+    its directory pinned (quoted for Hydra's override grammar, then for the shell).
     `launcher`: the words that started it data-parallel (`torchrun ...`, distributed.World.launcher)."""
     program = Path(sys.argv[0])
     if program.name.startswith("logitlab-"):  # a console script
-        head = [program.name]
+        head = [program.name if _on_path(program.name, program) else str(program.absolute())]
     elif program.parent.name == "logitlab" and program.stem == "train":  # python -m logitlab.train
-        head = ["python", "-m", "logitlab.train"]
+        head = [interpreter(), "-m", "logitlab.train"]
     else:
-        head = ["python", str(program)]
+        head = [interpreter(), str(program.absolute())]
     if launcher:  # torchrun runs `-m module` and scripts with its own python; anything else with --no-python
-        head = [*launcher, *(head[1:] if head[0] == "python" else ["--no-python", *head])]
-    kept = [a for a in args if not a.startswith(f"{key}=")]
-    return shlex.join(head + kept + [f"{key}={Path(directory).absolute()}"])
+        head = [*launcher, *(head[1:] if head[0] == interpreter() else ["--no-python", *head])]
+    kept = [a for a in args if a.split("=", 1)[0].lstrip("+~") != key]
+    return shlex.join(head + kept + [f"{key}={hydra_quoted(str(Path(directory).absolute()))}"])
+
+
+def interpreter() -> str:
+    """`python` where that names this interpreter in this shell, else this interpreter's path: a
+    virtual environment that is not active in a new shell is still the one that has logitlab."""
+    return "python" if _on_path("python", Path(sys.executable)) else sys.executable
+
+
+def _on_path(name: str, program: Path) -> bool:
+    found = shutil.which(name)
+    # the same file in the same directory: a venv's python links to the system's, but is not it
+    return found is not None and all(os.path.realpath(a) == os.path.realpath(b) for a, b in (
+        (found, program), (Path(found).absolute().parent, program.absolute().parent)))
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as Hydra's override grammar reads it back: bare if it is plain, else quoted (a path with
+    `=`, `,`, spaces or brackets is otherwise read as something else: a sweep, a list, a parse error)."""
+    if re.fullmatch(r"[A-Za-z0-9_/.:@%+-]+", value):
+        return value
+    quote = '"' if '"' not in value else "'"
+    body = value.replace("${", "\\${")  # a literal ${, not an interpolation
+    # In quotes, backslashes are literal except before a quote or the end: those are doubled, quotes escaped
+    body = re.sub(rf"(\\*)({quote}|$)", lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), body)
+    return f"{quote}{body}{quote}"
 
 
 def is_finished(directory: Path) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from logitlab import ConfigError, build, hooks, job, rundir
@@ -51,6 +52,8 @@ def run(cfg: DictConfig) -> float | None:
     except BaseException as e:  # the command that continues this run travels with whatever stopped it
         if not hasattr(e, "resume_at"):
             e.resume_at = ("hydra.run.dir", run_dir)
+        if isinstance(e, ConfigError) and HydraConfig.get().mode == RunMode.RUN:  # a sweep records it as a job's
+            raise job.RunFailed(str(e)) from e
         raise
     if metrics is None:  # a rank > 0: rank 0 reports the run
         return None
@@ -177,7 +180,7 @@ def _run(args: list[str], world: World) -> None:
 
     try:
         run()
-    except ConfigError as e:
+    except (ConfigError, job.RunFailed) as e:  # not a bad command line (the check refused those): status 1
         _exit(f"error: {e}", 1, world)
     except HydraException as e:
         message, status = hydra_errors.explain(e, args, CONFIG_DIR)

@@ -70,9 +70,16 @@ def pick_device(name: str) -> torch.device:
         device = torch.device(name)
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as e:
-        raise ConfigError(f"trainer.device={name!r} is not usable here ({str(e).splitlines()[0]}); "
-                          f"valid: auto, cpu, cuda, cuda:N, mps") from None
+        raise ConfigError(f"trainer.device={name} is not available here ({str(e).splitlines()[0]}); "
+                          f"available: {', '.join(available_devices())}") from None
     return device
+
+
+def available_devices() -> list[str]:
+    """The trainer.device values this machine has (auto picks the first of cuda, mps, cpu)."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    return ["auto", "cpu", *(["cuda", *cuda] if cuda else []), *(["mps"] if mps else [])]
 
 
 class Trainer:
