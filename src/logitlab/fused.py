@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from logitlab import checkpoint, runtime
-from logitlab.scoring import EVAL_BATCH
+from logitlab.scoring import EVAL_BATCH, as_float
 from logitlab.stacked import StackedModel, StackedOptimizer, clip_grad_norms, cross_entropy, stack_input
 from logitlab.trainer import Diverged, Interrupted, Trainer, epoch_line, make_optimizer, run_summary
 from logitlab.training_state import Position, Randomness, Record, copied
@@ -134,8 +134,9 @@ def _train_together(lead: Trainer, members: list[Member], data, steps: int) -> N
         members = sorted(members, key=lambda m: repr(StackedOptimizer.hyperparameters(m.stateful["optimizer"])))
         stack = StackedModel([m.model for m in members], [m.stateful["rng"].dropout for m in members])
         opt = StackedOptimizer(list(stack.weights), [m.stateful["optimizer"] for m in members])
-        smoothing = _per_variant([m.trainer.label_smoothing for m in members], 0.0, lead.device)
-        clips = _per_variant([m.trainer.grad_clip or math.inf for m in members], math.inf, lead.device)
+        dtype = stack.weights[0].dtype
+        smoothing = _per_variant([m.trainer.label_smoothing for m in members], 0.0, dtype, lead.device)
+        clips = _per_variant([m.trainer.grad_clip or math.inf for m in members], math.inf, dtype, lead.device)
         while not any(m.result is not None for m in members):
             started = time.perf_counter()
             losses, right = _train_epoch(lead, stack, opt, members, data, steps, smoothing, clips)
@@ -144,16 +145,19 @@ def _train_together(lead: Trainer, members: list[Member], data, steps: int) -> N
                 raise Interrupted(lead.signal_received, f"stopped by {signal.Signals(lead.signal_received).name} in epoch "
                                   f"{members[0].stateful['position'].epoch + 1}; every job of the fused group "
                                   f"checkpointed")
-            _end_epoch(lead, stack, opt, members, data, sizes @ losses, right, time.perf_counter() - started)
+            _end_epoch(lead, stack, opt, members, data, sizes.to(losses) @ losses, right,
+                       time.perf_counter() - started)
         for i, m in enumerate(members):
             stack.write_variant(i, m.model)  # the ones going on restack from their solo models
         members = [m for m in members if m.result is None]
 
 
-def _per_variant(values: list[float], neutral: float, device) -> torch.Tensor | None:
+def _per_variant(values: list[float], neutral: float, dtype: torch.dtype, device) -> torch.Tensor | None:
+    """The members' values as one (N,) tensor in the weights' dtype (a float64 stack's 0.1 is the solo run's
+    0.1, not float32's); None where every member has the neutral value."""
     if all(v == neutral for v in values):
         return None
-    return torch.tensor(values, dtype=torch.float32, device=device)
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _train_epoch(lead: Trainer, stack, opt, members, data, steps, smoothing, clips):
@@ -217,7 +221,7 @@ def _val_scores(stack, data) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         loss, right = 0, 0
         for i in range(0, len(xv), EVAL_BATCH):
-            z = stack(xv[i:i + EVAL_BATCH], shared=True).float()  # (N, B, C)
+            z = as_float(stack(xv[i:i + EVAL_BATCH], shared=True))  # (N, B, C), as scoring.logits gives them
             yb = yv[i:i + EVAL_BATCH].expand(len(z), -1)
             loss = loss + -z.log_softmax(-1).gather(-1, yb.unsqueeze(-1)).squeeze(-1).sum(1)
             right = right + (z.argmax(-1) == yb).sum(1)

@@ -12,15 +12,21 @@ from torch import Tensor, nn
 EVAL_BATCH = 4096  # examples per forward pass when scoring: bounded memory, few kernel launches
 
 
+def as_float(z: Tensor) -> Tensor:
+    """`z` in float32, or float64 where it is float64: half-precision (autocast) outputs are scored in
+    float32, and a float64 model's are not rounded down to it."""
+    return z if z.dtype == torch.float64 else z.float()
+
+
 @torch.no_grad()
 def logits(model: nn.Module, x: Tensor, autocast=None) -> Tensor:
-    """The model's raw outputs (N, num_classes) as float32, in eval mode and in batches of EVAL_BATCH;
-    the model's mode is restored."""
+    """The model's raw outputs (N, num_classes) as float32 (`as_float`), in eval mode and in batches of
+    EVAL_BATCH; the model's mode is restored."""
     was_training = model.training
     model.eval()
     try:
         with autocast or nullcontext():
-            chunks = [model(x[i:i + EVAL_BATCH]).float() for i in range(0, len(x), EVAL_BATCH)]
+            chunks = [as_float(model(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]
     finally:
         model.train(was_training)
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

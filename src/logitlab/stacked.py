@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from logitlab.models import CNN, MLP, SoftmaxRegression
+from logitlab.scoring import as_float
 
 FUSIBLE_MODELS = (SoftmaxRegression, MLP, CNN)
 _ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Identity)
@@ -206,6 +207,8 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
+        for o in self.optimizers:  # what Optimizer.step tells an LR schedule (else it warns of a skipped value)
+            o._opt_called = True
         if self.kind is torch.optim.SGD:
             for variants in self._groups.values():
                 self._sgd(variants)
@@ -286,7 +289,9 @@ class StackedOptimizer:
             opt = self.optimizers[i]
             for solo, view, grad in zip(opt.param_groups[0]["params"], self.views[i], self.grad_views[i]):
                 params.append(view), grads.append(grad), owners.append((opt, solo))
-                buffers.append(opt.state[solo].get("momentum_buffer"))
+                # read only with momentum, as SGD does: opt.state is a defaultdict, and reading makes an
+                # entry the solo checkpoint would not have
+                buffers.append(opt.state[solo].get("momentum_buffer") if group["momentum"] != 0 else None)
         sgd(params, grads, buffers, foreach=group.get("foreach"), fused=group.get("fused"),
             weight_decay=group["weight_decay"], momentum=group["momentum"], lr=group["lr"],
             dampening=group["dampening"], nesterov=group["nesterov"], maximize=False)
@@ -307,7 +312,7 @@ def clip_grad_norms(weights: list[nn.Parameter], max_norms: Tensor) -> None:
 def cross_entropy(logits: Tensor, y: Tensor, label_smoothing: Tensor | None) -> Tensor:
     """(N,) mean cross-entropy of each variant's (B, C) logits against its labels (N, B), with its own
     label smoothing: (1 - e) * nll + e * mean over classes of -log p, as F.cross_entropy computes it."""
-    logp = logits.float().log_softmax(-1)
+    logp = as_float(logits).log_softmax(-1)
     nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (N, B)
     if label_smoothing is None:
         return nll.mean(1)

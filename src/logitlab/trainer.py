@@ -35,7 +35,7 @@ from logitlab import ConfigError, checkpoint, rundir, runtime
 from logitlab.data import SplitData
 from logitlab.distributed import SOLO, StopVote, World
 from logitlab.objective import Objective
-from logitlab.scoring import logits as eval_logits, loss_and_right
+from logitlab.scoring import as_float, logits as eval_logits, loss_and_right
 from logitlab.training_state import Position, Randomness, Record, copied
 
 log = logging.getLogger("logitlab")
@@ -304,9 +304,9 @@ class Trainer:
             with autocast:
                 logits = model(xb)
             if vote is None:
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing)
+                loss = F.cross_entropy(as_float(logits), yb, label_smoothing=self.label_smoothing)
             else:  # this rank's part of the batch mean (the shares may differ in size) ...
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing,
+                loss = F.cross_entropy(as_float(logits), yb, label_smoothing=self.label_smoothing,
                                        reduction="sum") / min(bs, n - step * bs)
             zero_grad()
             # ... whose gradient DDP averages over the ranks: times their number, that is the batch mean's
@@ -329,7 +329,7 @@ class Trainer:
         val_loss, val_right = loss_and_right(eval_logits(model, world.shard(val_x), self._autocast()),
                                              world.shard(val_y))
         right = pos.count_correct()
-        totals = world.sum(torch.stack([losses @ sizes, right, val_loss, val_right]))  # over the ranks, if several
+        totals = world.sum(torch.stack([losses @ sizes.to(losses), right, val_loss, val_right]))  # over the ranks, if several
         loss_sum, right, val_loss, val_right = totals.tolist()  # the epoch's one host sync
         values = [loss_sum / len(x), right / len(x), val_loss / len(val_x), val_right / len(val_x)]
         if not math.isfinite(loss_sum):  # the losses are >= 0: their sum is finite iff every one is
