@@ -42,6 +42,12 @@ def as_int(key: str, value: str, low: int, high: int) -> int:
     return number
 
 
+def as_bool(key: str, value: str) -> bool:
+    if value not in ("true", "false"):
+        raise UsageError(f"{key}={value!r} must be true or false")
+    return value == "true"
+
+
 def cli(command: Callable[..., None], options: dict[str, str | None], usage: str,
         argv: list[str] | None = None) -> None:
     """Run `command(**args)` for a console script: a user error is one line on stderr and exit status 1

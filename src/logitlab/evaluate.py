@@ -8,6 +8,8 @@
   bins=        equal-width confidence bins for the expected calibration error (default 15)
   out=         the JSON report (default RUN/eval_<split>.json); the confusion matrix and reliability
                diagram are written next to it as <name>_confusion_matrix.png and <name>_reliability.png
+  trust_code=  true: build a run whose config names code of your own (its data or model `_target_`,
+               importable from here); by default only logitlab's own is built from a checkpoint
 
 Reports accuracy, NLL (mean cross-entropy; `<split>/loss` in metrics.json), expected calibration error,
 per-class precision / recall / F1 and the confusion matrix, and prints them as a table. With the default
@@ -22,17 +24,17 @@ import torch
 import torch.nn.functional as F
 
 from logitlab import reports
-from logitlab.cli import as_int, cli
+from logitlab.cli import as_bool, as_int, cli
 from logitlab.runs import checkpoint_path, load_run, run_dir_of
 from logitlab.scoring import logits, softmax
 
-OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "bins": "15", "out": ""}
+OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "bins": "15", "out": "", "trust_code": "false"}
 
 
-def evaluate(run: str, checkpoint: str, split: str, bins: str, out: str) -> None:
+def evaluate(run: str, checkpoint: str, split: str, bins: str, out: str, trust_code: str = "false") -> None:
     n_bins = as_int("bins", bins, 1, 1000)
     path = checkpoint_path(run, checkpoint)
-    model, data, _ = load_run(path)
+    model, data, _ = load_run(path, trust_code=as_bool("trust_code", trust_code))
     x, y = data.split(split)
     report = {"run": str(run_dir_of(path)), "checkpoint": str(path), "split": split, "examples": len(y)}
     report.update(compute(logits(model, x), y, data.class_names, split, n_bins))

@@ -16,6 +16,8 @@
   out=         .csv (default RUN/predictions_<split or input name>.csv; - for stdout) or .npy (the
                probabilities alone, (N, num_classes) float64)
   top_k=       how many of the most probable classes to list (default 3)
+  trust_code=  true: build a run whose config names code of your own (its data or model `_target_`,
+               importable from here); by default only logitlab's own is built from a checkpoint
 
 The CSV has one row per example: input (row number or file name), label (for a split), predicted, the
 top-k classes with their probabilities, and prob_<class> for every class, named by the data's class names.
@@ -32,19 +34,21 @@ from torch import Tensor
 
 from logitlab import ConfigError
 from logitlab.data import SplitData
-from logitlab.cli import UsageError, as_int, cli
+from logitlab.cli import UsageError, as_bool, as_int, cli
 from logitlab.runs import checkpoint_path, load_run, run_dir_of
 from logitlab.scoring import probabilities
 
-OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "input": "", "out": "", "top_k": "3"}
+OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "input": "", "out": "", "top_k": "3",
+           "trust_code": "false"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-def predict(run: str, checkpoint: str, split: str, input: str, out: str, top_k: str) -> None:
+def predict(run: str, checkpoint: str, split: str, input: str, out: str, top_k: str,
+            trust_code: str = "false") -> None:
     if out and out != "-" and Path(out).suffix not in (".csv", ".npy"):
         raise UsageError(f"out={out} must end in .csv or .npy (or be - for stdout)")
     path = checkpoint_path(run, checkpoint)
-    model, data, _ = load_run(path)
+    model, data, _ = load_run(path, trust_code=as_bool("trust_code", trust_code))
     k = as_int("top_k", top_k, 1, data.num_classes)
     if input:
         x, names = read_inputs(Path(input), data)

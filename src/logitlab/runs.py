@@ -37,13 +37,15 @@ def run_dir_of(path: Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def load_run(run: str | Path, checkpoint: str = "best") -> tuple[nn.Module, SplitData, dict]:
-    """The trained model (in eval mode, on the CPU), its data and its resolved config."""
+def load_run(run: str | Path, checkpoint: str = "best",
+             trust_code: bool = False) -> tuple[nn.Module, SplitData, dict]:
+    """The trained model (in eval mode, on the CPU), its data and its resolved config (`trust_code`: see
+    build.from_checkpoint)."""
     path = checkpoint_path(run, checkpoint)
     state = load_checkpoint(path)
     if not isinstance(state["model"], dict):
         raise CheckpointError(f"{path} holds no model state_dict; it was not written by logitlab.train")
-    model, data = build.from_checkpoint(state.get("config"), str(path))
+    model, data = build.from_checkpoint(state.get("config"), str(path), trust_code)
     load_weights(model, state["model"], path)
     return model.eval(), data, state["config"]
 
