@@ -8,6 +8,7 @@ Hydra's own composition errors become one line in hydra_errors.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import json
@@ -97,14 +98,11 @@ def _check_types(task: DictConfig, overrides: list[str], defaults, sweep: bool =
     (the `_target_`'s annotations: Trainer's `epochs: int`, torch's `lr: float | Tensor`) or, for a key no
     component takes (seed), the type of its value in the config without the override (`defaults()`):
     `seed=abc` or `trainer.epochs=[3]` is one line here, not a traceback or a silent misreading."""
-    parser = OverridesParser.create()
     given: dict[str, tuple[str, Override]] = {}
     for text in overrides:
-        try:
-            [o] = parser.parse_overrides([text])
-        except Exception:  # Hydra composed it, so this does not happen; the composition would say why
-            continue
-        given[o.key_or_group] = (text, o)  # a key given twice has its last value
+        o = _parsed(text)
+        if o is not None:
+            given[o.key_or_group] = (text, o)  # a key given twice has its last value
     for key, (text, o) in given.items():
         if (o.is_delete() or o.package or key.split(".")[0] == "hydra" or o.is_sweep_override()
                 or key in HydraConfig.get().runtime.choices):
@@ -127,6 +125,14 @@ def _check_types(task: DictConfig, overrides: list[str], defaults, sweep: bool =
             continue
         raise CommandLineError(f"{_context(overrides, sweep)}{text.lstrip('+')} is not "
                                f"{value_types.describe(hint)} ({whose})")
+
+
+@functools.lru_cache(maxsize=4096)  # a sweep's jobs share most of their overrides
+def _parsed(text: str) -> Override | None:
+    try:
+        return OverridesParser.create().parse_overrides([text])[0]
+    except Exception:  # Hydra composed it, so this does not happen; the composition would say why
+        return None
 
 
 def _plain(value: Any) -> Any:
@@ -259,7 +265,8 @@ def _compose(config: DictConfig, overrides: list[str]) -> DictConfig:
     try:
         return loader.load_sweep_config(config, [o for o in overrides if o.split("=")[1:] != [""]])
     except Exception as e:
-        message, _ = hydra_errors.explain(e, [*config.hydra.overrides.hydra, *overrides])
+        message, _ = hydra_errors.explain(e, [*config.hydra.overrides.hydra, *overrides],
+                                          config_name=config.hydra.job.config_name)
         raise CommandLineError(f"in the sweep's job {' '.join(overrides)}: {message}") from None
 
 

@@ -18,14 +18,18 @@ ALIASES = {"width": "hidden", "widths": "hidden", "units": "hidden", "neurons": 
            "epoch": "epochs", "bs": "batch_size", "clip": "grad_clip"}
 FROM_DATA = {"input_shape", "num_classes", "params", "self"}  # passed at the call site, never configured
 
-def explain(error: BaseException, args: list[str], config_dir: str | None = None) -> tuple[str, int]:
+def explain(error: BaseException, args: list[str], config_dir: str | None = None,
+            config_name: str | None = None) -> tuple[str, int]:
     """One line for a Hydra error and the exit status: 2 for a command line that cannot compose.
     `config_dir` is the app's primary config path: Hydra has let go of its own by the time an error
     reaches the entry point, so the same search path is set up again from the same command line."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
+    global _config_name
     if config_dir is not None and not GlobalHydra.instance().is_initialized():
         _reinitialise(args, config_dir)
+    elif config_name is not None:  # Hydra's own loader, in the command-line check: its primary config's name
+        _config_name = config_name
     text = str(error).strip()
     first_line = text.splitlines()[0] if text else type(error).__name__
     if isinstance(error, MissingConfigException) or "Could not find '" in text:

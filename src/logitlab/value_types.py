@@ -4,6 +4,7 @@ check (check.py) asks it, so that `seed=abc` or `trainer.epochs=[3]` is one line
 from __future__ import annotations
 
 import collections.abc as abc
+import functools
 import importlib
 import inspect
 import types
@@ -11,6 +12,7 @@ import typing
 from typing import Any
 
 
+@functools.lru_cache(maxsize=None)  # a sweep asks the same few targets for every job
 def annotation(target: Any, name: str) -> Any:
     """The type `target` declares for its argument `name`; None where it declares none or is not found."""
     if not target:
