@@ -203,7 +203,7 @@ def test_misspelled_keys_fail_fast_naming_the_valid_key_and_make_no_run_dir(tmp_
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["trainer.epochs=abc"], "trainer.epochs='abc' must be a positive integer"),
+    (["trainer.epochs=abc"], "trainer.epochs=abc is not an integer"),  # the type Trainer declares
     (["optim.lr=-1"], "optim.lr=-1: Invalid learning rate: -1"),  # torch's own words, the key in front
     (["trainer.epochs=0"], "trainer.epochs=0 must be a positive integer"),
     (["trainer.batch_size=0"], "trainer.batch_size=0 must be a positive integer"),
