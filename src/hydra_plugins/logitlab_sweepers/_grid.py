@@ -23,7 +23,9 @@ def run_grid(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir: 
             raise _jobs.SweepError(f"{o.input_line}: a grid cannot sweep an interval; use choice(...) or "
                                    f"range(...), or an Optuna sampler (hydra.sweeper.sampler=tpe)")
     swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
-    all_jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    all_jobs = BasicSweeper.split_arguments(overrides, None)[0]
+    # Jobs per launch: n_jobs; else one at a time where the launcher runs them so anyway (basic), so that
+    # Ctrl-C, max_failures and summary.csv come between jobs; else all at once unless max_failures is set.
     at_once = sweeper.n_jobs
     if at_once is None and (sweeper.sequential or sweeper.max_failures is not None):
         at_once = sweeper.parallelism
