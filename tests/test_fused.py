@@ -16,7 +16,7 @@ measurements):
   the run by O(lr) and sets off more, and from then on the two runs are different samples of the same
   training (at lr 1e-2, 1e-3 relative two epochs later). How often depends on the kernels' rounding.
 - float32 (d ~ 1e-7): over the first epoch (57 steps) the numbers agree to LOSS_REL and accuracies to
-  ACC_EXAMPLES (measured: <= 3e-7 and 1 example); after that a broken tie is likely enough somewhere in
+  ACC_ABS, a broken tie included (below); after that a broken tie has grown, and is likely enough in
   a grid that no tight bound holds on every machine. So the command-line tests train one epoch, or freeze
   the weights after it (FROZEN_AFTER_EPOCH_1) where patience or pruning must decide over later epochs.
 - float64 (d ~ 1e-16): a tie that close is not met in a run (~1e-9 expected breaks), so every epoch of
@@ -45,13 +45,17 @@ from logitlab import build, checkpoint, fused
 from logitlab.training_state import Record
 
 SMALL = ["data=mnist1d", "trainer.progress=false"]  # 57 steps an epoch
-N_TRAIN, N_VAL, N_TEST = 3600, 400, 1000  # MNIST-1D's splits
-# float32, first epoch: a batch's per-example losses summed in another order differ by ~sqrt(64) ulp (5e-7 of
-# the loss); fused against solo measured <= 3e-7 (32 jobs, and 1.5e-7 on issue 18's machine). An accuracy moves
-# where a prediction's top two logits are within ~1e-7: ~3600 x 1e-7 such examples an epoch (1 seen in 32 jobs).
-# The grids below run at learning rates where even solo runs started 8 ulp off every weight (10x what fused
-# rounding does; it breaks ties where rounding would) stay within 2e-6 and 1 example after epoch 1.
-LOSS_REL, ACC_EXAMPLES = 1e-5, 2
+# float32, first epoch. Without a broken tie, a batch's losses summed in another order differ by ~sqrt(64)
+# ulp (5e-7 of the loss): fused against solo measured <= 3e-7 (32 jobs; 1.5e-7 on issue 18's machine), and
+# accuracies by at most 1 example. A tie broken during the epoch moved a job's test/loss by 1.05e-5 and
+# 1.1e-5 by the epoch's end (seen under ATEN_CPU_CAPABILITY=default: Adam at lr 1e-2, SGD at 0.03 with
+# momentum 0.9): LOSS_REL is 10x above. Accuracies moved by up to 9 of 3600 and 3 of 400 examples even where
+# a broken tie reached 1e-3: ACC_ABS is 1% of a split. A job given a neighbour's setting (eps, beta2, label
+# smoothing or dropout changed a little) moves one of its epoch-1 losses by 3.7e-3 or more: still caught; and
+# the float64 test catches anything above 1e-9. Rates at which a broken tie reaches 1e-3 within the epoch
+# (found by starting solo runs 8 ulp off every weight, ~10x what fused rounding does) run through the command
+# line at lower rates (CLI below).
+LOSS_REL, ACC_ABS = 1e-4, 0.01
 # float64: rounding differences of ~1e-16 a step, not amplified (see the docstring): 1e-9 is 1000x above the
 # worst case of one 4000-term sum (4e-13) and 1e6x above what is measured.
 REL64 = 1e-9
@@ -76,7 +80,7 @@ def _histories(sweep_dir: Path) -> dict[str, list[dict]]:
 def _assert_equal(fused_runs: dict, solo_runs: dict, tight_through: int | None = 1) -> None:
     """float32 jobs of two sweeps: the same epochs and learning rates (a schedule follows the epoch count
     alone: exactly), and the numbers of epochs 1 to `tight_through` (None: all of them) to LOSS_REL and
-    ACC_EXAMPLES. Later epochs are past the horizon a float32 bound holds over (see the module docstring)."""
+    ACC_ABS. Later epochs are past the horizon a float32 bound holds over (see the module docstring)."""
     assert fused_runs.keys() == solo_runs.keys() and fused_runs
     for job, solo in solo_runs.items():
         assert [r["epoch"] for r in fused_runs[job]] == [r["epoch"] for r in solo], job
@@ -85,9 +89,9 @@ def _assert_equal(fused_runs: dict, solo_runs: dict, tight_through: int | None =
             assert float(f_row["lr"]) == float(s_row["lr"]), (job, epoch)
             if tight_through is not None and epoch > tight_through:
                 continue
-            for key, n in (("train/acc", N_TRAIN), ("val/acc", N_VAL)):
+            for key in ("train/acc", "val/acc"):
                 a, b = float(f_row[key]), float(s_row[key])
-                assert abs(a - b) * n <= ACC_EXAMPLES + 1e-6, (job, epoch, key, a, b)
+                assert abs(a - b) <= ACC_ABS, (job, epoch, key, a, b)
             for key in ("train/loss", "val/loss"):
                 a, b = float(f_row[key]), float(s_row[key])
                 assert a == pytest.approx(b, rel=LOSS_REL), (job, epoch, key, a, b)
@@ -97,7 +101,7 @@ def _assert_same_test_scores(fused_dir: Path, solo_dir: Path) -> None:
     """metrics.json of two float32 runs whose every epoch is within the tight bound."""
     f, s = (json.loads((d / "metrics.json").read_text()) for d in (fused_dir, solo_dir))
     assert f["best_epoch"] == s["best_epoch"] and f["epochs"] == s["epochs"]
-    assert abs(f["test/acc"] - s["test/acc"]) * N_TEST <= ACC_EXAMPLES + 1e-6, (f, s)
+    assert abs(f["test/acc"] - s["test/acc"]) <= ACC_ABS, (f, s)
     assert f["test/loss"] == pytest.approx(s["test/loss"], rel=LOSS_REL), (f, s)
 
 
