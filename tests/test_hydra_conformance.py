@@ -20,15 +20,21 @@ pytestmark = pytest.mark.filterwarnings("ignore:Future Hydra versions will no lo
 @pytest.fixture(autouse=True, scope="module")
 def _leave_the_session_as_found():
     """The suites run the sweeper in this process: the job's LOGITLAB_JOBS_AT_ONCE (set by the sweeper's
-    task wrapper) and joblib's idle worker processes stay behind otherwise."""
+    task wrapper) and joblib's idle worker processes stay behind otherwise. They also expect the version
+    base of a fresh process (unset: Hydra 1.1's change of directory), which a test composing logitlab's
+    configs earlier in the same process (`version_base="1.3"`) leaves set."""
     import os
 
+    from hydra import version
     from joblib.externals.loky import get_reusable_executor
 
     from logitlab.runtime import JOBS_AT_ONCE
 
     before = os.environ.get(JOBS_AT_ONCE)
+    base = version.VersionBase.instance().getbase()
+    version.VersionBase.instance().version_base = version._UNSPECIFIED_
     yield
+    version.VersionBase.instance().version_base = base
     get_reusable_executor().shutdown(wait=True)
     if before is None:
         os.environ.pop(JOBS_AT_ONCE, None)

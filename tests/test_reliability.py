@@ -73,11 +73,26 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
+# Kills its own process with SIGKILL as epoch 3 ends: where a kill from outside lands depends on how the
+# machine schedules the two processes (a busy one may let the run finish first), this one does not.
+KILL_AT_EPOCH_3 = """
+from logitlab import hooks
+import os, signal
+hooks._listeners.append(lambda epoch, metrics: epoch == 3 and os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
 def test_sigkill_then_the_same_command_resumes_bit_for_bit(uninterrupted, tmp_path):
-    proc = _start(tmp_path)
-    _wait_for_epoch(tmp_path, 2, proc)  # epoch 3 of 5 is under way
-    proc.kill()
-    proc.wait()
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(KILL_AT_EPOCH_3)
+    run_dir = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-m", "logitlab.train", *SLOW_RUN, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                [str(hook_dir), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    tmp_path = run_dir
     done = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["position"]["epoch"]
     assert 2 <= done < 5
     rerun = _start(tmp_path)
@@ -96,9 +111,10 @@ def test_signal_writes_a_checkpoint_exits_nonzero_and_the_rerun_resumes(uninterr
     proc = _start(tmp_path)
     _wait_for_epoch(tmp_path, 1, proc)
     proc.send_signal(sig)
-    sent = time.monotonic()
-    _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - sent < 10 and proc.returncode == code, err
+    _, err = proc.communicate(timeout=120)
+    # The signal's own exit status: a run that had ignored it would have finished with 0 (no time bound:
+    # how soon the stop comes depends on the machine's load, and the status already says it stopped).
+    assert proc.returncode == code, err
     last = err.strip().splitlines()[-1]  # above it: the start-of-run summary and one line per epoch
     assert "Traceback" not in err and last.startswith("stopped by "), err
     command = last.split("resume with: ")[1].strip()  # the exact command, its run directory pinned
@@ -193,10 +209,9 @@ def test_a_full_disk_fails_the_save_with_one_line_and_keeps_the_previous_checkpo
     (["-m", "seed=0,1", "+trainer.epoch=3"], "did you mean trainer.epochs?"),
 ])
 def test_misspelled_keys_fail_fast_naming_the_valid_key_and_make_no_run_dir(tmp_path, args, expected):
-    started = time.monotonic()
     out = run_cli(*args, cwd=tmp_path)
-    # `import torch` and the components built on two examples: ~3 s on an idle machine; slack for a busy one
-    assert time.monotonic() - started < 10
+    # Fast means before anything runs: the command-line check refuses it (status 2) before Hydra makes a
+    # directory; no time bound, which would depend on the machine's load.
     assert out.returncode == 2 and expected in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
