@@ -110,10 +110,10 @@ def _prepare(m: Member, data, steps: int, group_size: int) -> None:
     pos, record = Position(labels=data.train[1], batch_size=t.batch_size), Record()
     m.stateful = dict(model=m.model, optimizer=opt, rng=Randomness(torch.Generator().manual_seed(m.seed), m.dropout),
                       position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
-    t.restore(m.stateful, checkpoint.latest(ckpt_dir), m.config, ckpt_dir)
+    resumed = t.restore(m.stateful, checkpoint.latest(ckpt_dir), m.config, ckpt_dir)
     m.writer = checkpoint.Writer(ckpt_dir, t.checkpoint_every_s, share=group_size)
     if m.board is not None:
-        m.board.start(pos.epoch)
+        m.board.start(pos.epoch, resumed)
     if pos.epoch >= t.epochs or record.stopped_early:
         m.result = record
     elif not pos.epoch and not pos.step:

@@ -39,11 +39,13 @@ class RunBoard:
         self.run_dir, self.hparams = Path(run_dir), hparams or {}
         self.writer = None
 
-    def start(self, epoch: int) -> None:
+    def start(self, epoch: int, resumed: bool = False) -> None:
+        """Open the event file; a resumed run (even one resuming at epoch 0, from the initial weights) hides
+        the events of epochs after `epoch` that an earlier, killed process had already flushed."""
         from torch.utils.tensorboard import SummaryWriter  # lazy: only runs that train pay for it
 
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=epoch + 1 if epoch else None)
-        if not epoch:
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=epoch + 1 if resumed else None)
+        if not resumed:
             self._write_hparams()
 
     def epoch(self, epoch: int, metrics: dict, model: nn.Module | None = None) -> None:
@@ -66,7 +68,7 @@ class RunBoard:
         best/ values the run returns) as scalars, its figures and graph, and the HParams status SUCCESS.
         figures="background": drawn by a child process after the run has ended (draw_in_background)."""
         if self.writer is None:
-            self.start(step)
+            self.start(step, resumed=bool(step))
         for tag, value in {**scores, "status/pruned": 0.0}.items():
             self.writer.add_scalar(tag, value, step)
         if figures == "background" and draw_in_background(self.run_dir, model, x, y, class_names, step):

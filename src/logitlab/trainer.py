@@ -145,7 +145,7 @@ class Trainer:
         stateful = dict(model=model, optimizer=opt, rng=rng, position=pos, record=record,
                         **({"schedule": sched} if sched is not None else {}))
         config = config or {}
-        self.restore(stateful, checkpoint.latest(ckpt_dir), config, ckpt_dir)
+        resumed = self.restore(stateful, checkpoint.latest(ckpt_dir), config, ckpt_dir)
         world.barrier()  # every rank has read the checkpoints before rank 0 writes the next ones
 
         sizes = torch.full((steps_per_epoch,), float(self.batch_size), device=self.device)
@@ -153,7 +153,7 @@ class Trainer:
         snapshot = lambda: {**{k: copied(v.state_dict()) for k, v in stateful.items()}, "config": config}  # noqa: E731
         writer = checkpoint.Writer(ckpt_dir, self.checkpoint_every_s) if world.is_main else _NoWriter()
         if board is not None:
-            board.start(pos.epoch)
+            board.start(pos.epoch, resumed)
         if not pos.epoch and not pos.step:
             log.info(run_summary(model, data, self.device, steps_per_epoch, self.batch_size, world.size))
         step_model, eval_model = self._step_and_eval_models(model, world)
@@ -219,11 +219,11 @@ class Trainer:
                 data = _channels_last(data)
         return model, data
 
-    def restore(self, stateful: dict, ckpt: dict | None, config: dict, ckpt_dir: Path) -> None:
-        """Load every stateful object from `ckpt`; a checkpoint made under another config, or holding
-        state this run has no place for (or lacking some), is refused in one line."""
+    def restore(self, stateful: dict, ckpt: dict | None, config: dict, ckpt_dir: Path) -> bool:
+        """Load every stateful object from `ckpt` and say whether there was one; a checkpoint made under
+        another config, or holding state this run has no place for (or lacking some), is refused in one line."""
         if ckpt is None:
-            return
+            return False
         changed = rundir.changed_keys(ckpt.get("config") or {}, config)
         if changed:
             raise ConfigError(f"{ckpt_dir} was written by another config ({rundir.describe(changed)}); "
@@ -247,6 +247,7 @@ class Trainer:
         pos = stateful["position"]
         log.info(f"resuming from epoch {pos.epoch}" + (f" step {pos.step}" if pos.step else "")
                  + f" of {self.epochs} ({ckpt_dir})")
+        return True
 
     def _step_and_eval_models(self, model: nn.Module, world: World) -> tuple[nn.Module, nn.Module]:
         """What steps (DDP-wrapped when data-parallel, compiled with trainer.compile) and what scores the
