@@ -1,7 +1,9 @@
 """Shared fixtures: the real configs composed the way the CLI composes them, and the CLI itself."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,7 +18,10 @@ from omegaconf import open_dict
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "src" / "logitlab" / "conf"
 # Generated datasets (MNIST-1D) go to a cache of the test session's own, never the user's home.
-os.environ.setdefault("LOGITLAB_DATA", tempfile.mkdtemp(prefix="logitlab-data-"))
+# The process that makes it (pytest's controller; its xdist workers inherit it) removes it at exit.
+if "LOGITLAB_DATA" not in os.environ:
+    os.environ["LOGITLAB_DATA"] = tempfile.mkdtemp(prefix="logitlab-data-")
+    atexit.register(shutil.rmtree, os.environ["LOGITLAB_DATA"], ignore_errors=True)
 
 
 def compose_config(overrides=()):
