@@ -38,8 +38,8 @@ def logitlab(model: nn.Module, data, batch_size: int, epochs: int, device: str =
     """logitlab's Trainer at its defaults, as the entry point runs it: TensorBoard (its RunBoard), checkpoints,
     progress bar. Counts the checkpoint files it writes in `logitlab.writes` (last.pt and best.pt, the initial
     and final ones included)."""
-    from logitlab import checkpoint
-    from logitlab.tensorboard_log import RunBoard
+    from logitlab.reporting.tensorboard_log import RunBoard
+    from logitlab.trainer import checkpoint
     from logitlab.trainer import Trainer
 
     ends, save, logitlab.writes = [], checkpoint.save, 0

@@ -17,7 +17,7 @@ from typing import Literal
 import pytest
 import torch
 
-from logitlab import checkpoint
+from logitlab.trainer import checkpoint
 
 FAST = ["trainer.epochs=1", "trainer.progress=false", "trainer.figures=false"]
 # A run that stops itself at the end of epoch STOP_AT_EPOCH, as a user's Ctrl-C would: deterministic, where a
@@ -26,7 +26,7 @@ SITECUSTOMIZE = """
 import os
 if os.environ.get("LOGITLAB_TEST_STOP_AT"):
     import signal
-    from logitlab import hooks
+    from logitlab.trainer import hooks
 
     def _stop(epoch, metrics, at=int(os.environ["LOGITLAB_TEST_STOP_AT"]),
               signum=getattr(signal, os.environ["LOGITLAB_TEST_SIGNAL"])):
@@ -254,13 +254,13 @@ def test_a_sweep_with_a_config_dir_and_name_of_the_users_own(tmp_path, user_conf
     ({"_target_": "x.Y"}, int, None), ("~/data", Path, None),
 ])
 def test_a_value_fits_the_type_a_component_declares(value, hint, fits):
-    from logitlab import value_types
+    from logitlab.config import value_types
 
     assert value_types.fits(value, hint) is fits
 
 
 def test_a_default_stands_for_its_type_unless_it_is_a_string_or_null():
-    from logitlab import value_types
+    from logitlab.config import value_types
 
     assert [value_types.type_of(v) for v in (0, 0.1, False, [64, 32], "auto", None)] == [
         int, float, bool, list[int], None, None]

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_cli
-from logitlab import checkpoint
+from logitlab.trainer import checkpoint
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 WATCH = Path("/proc/self/task").is_dir()  # whether a process's threads can be counted (see WATCHED)
@@ -39,7 +39,7 @@ STOPPED = ["model=mlp", "model.dropout=0.1", "trainer.batch_size=16", "trainer.e
 WATCHED = """
 import os, sys
 import torch.distributed as dist
-from logitlab import distributed, train
+from logitlab.trainer import distributed; from logitlab import train
 
 def threads():
     return set(os.listdir("/proc/self/task"))

@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix, precision_recall_fscore_support
 
 from logitlab.evaluate import main
-from logitlab.reports import calibration, confusion_matrix, per_class
+from logitlab.reporting.diagnostics import calibration, confusion_matrix, per_class
 
 
 def test_evaluate_agrees_with_the_training_run(trained_run, tmp_path, capsys):

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from conftest import CONF, run_cli
 from logitlab.data import Normalisation
 from logitlab.export import main, write
+from logitlab.reporting.scoring import probabilities
 from logitlab.runs import load_run
-from logitlab.scoring import probabilities
 
 MODEL_FILES = sorted((CONF / "model").glob("*.yaml"))
 # raw units and statistics like the real datasets': digits pixel counts 0..16, MNIST-1D's signal

@@ -41,8 +41,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config, run_cli
-from logitlab import build, checkpoint, fused
-from logitlab.training_state import Record
+from logitlab import fused
+from logitlab.config import build
+from logitlab.trainer import checkpoint
+from logitlab.trainer.state import Record
 
 SMALL = ["data=mnist1d", "trainer.progress=false"]  # 57 steps an epoch
 # float32, first epoch. Without a broken tie, a batch's losses summed in another order differ by ~sqrt(64)

@@ -28,7 +28,7 @@ def _leave_the_session_as_found():
     from hydra import version
     from joblib.externals.loky import get_reusable_executor
 
-    from logitlab.runtime import JOBS_AT_ONCE
+    from logitlab.trainer.runtime import JOBS_AT_ONCE
 
     before = os.environ.get(JOBS_AT_ONCE)
     base = version.VersionBase.instance().getbase()

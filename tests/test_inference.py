@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from logitlab import evaluate, export, predict
-from logitlab.checkpoint import CheckpointError, load as load_checkpoint
-from logitlab.cli import UsageError, parse_args
 from logitlab.runs import load_run
+from logitlab.runs.cli import UsageError, parse_args
+from logitlab.trainer.checkpoint import CheckpointError, load as load_checkpoint
 
 
 class WritesAFile:

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from logitlab import checkpoint
 from logitlab.data import SplitData
 from logitlab.models import CNN, MLP, SoftmaxRegression
+from logitlab.trainer import checkpoint
 from logitlab.trainer import Interrupted, Trainer, make_optimizer
 
 # bench/contenders.py: the benchmark's hand-written loop and its Keras copy of a model

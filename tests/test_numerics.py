@@ -10,7 +10,7 @@ from torch import nn
 
 from logitlab.data import load_digits
 from logitlab.models import MLP
-from logitlab.scoring import loss_and_accuracy
+from logitlab.reporting.scoring import loss_and_accuracy
 from logitlab.trainer import Trainer
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 from logitlab.data import Normalisation, SplitData
 from logitlab.models import SoftmaxRegression
 from logitlab.predict import main, read_images
+from logitlab.reporting.scoring import logits, probabilities, softmax
 from logitlab.runs import load_run
-from logitlab.scoring import logits, probabilities, softmax
 
 
 def read_csv(path):

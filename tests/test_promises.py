@@ -21,7 +21,8 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import figures_drawn
-from logitlab import ConfigError, checkpoint
+from logitlab import ConfigError
+from logitlab.trainer import checkpoint
 
 APP = Path(__file__).parent / "sweep_app" / "app.py"
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -18,8 +18,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, run_cli
-from logitlab import ConfigError, checkpoint
+from logitlab import ConfigError
 from logitlab.train import train
+from logitlab.trainer import checkpoint
 
 # Five epochs of a few hundred steps each: long enough to be hit by a signal mid-run.
 SLOW_RUN = ["model=mlp", "model.hidden=[64,64]", "model.dropout=0.1", "trainer.batch_size=4",
@@ -78,7 +79,7 @@ def uninterrupted(tmp_path_factory):
 # writes are spaced to cost at most 1% of training, so on a slow machine epochs 1-2 may have no file yet: the
 # run is killed at the first end of epoch 2 or later that finds an epoch on disk, and at epoch 4 regardless.
 KILL_MID_RUN = """
-from logitlab import checkpoint, hooks
+from logitlab.trainer import checkpoint, hooks
 import os, pathlib, signal
 def kill(epoch, metrics):
     last = pathlib.Path({run_dir!r}) / "checkpoints" / "last.pt"
@@ -255,7 +256,7 @@ def test_concurrent_launches_in_the_same_second_get_distinct_run_dirs(tmp_path):
 @pytest.mark.slow
 def test_killing_a_save_never_leaves_a_truncated_checkpoint(tmp_path):
     """SIGKILL a process at random moments while it rewrites a large last.pt: the file always loads."""
-    script = ("import sys, torch; from pathlib import Path; from logitlab import checkpoint\n"
+    script = ("import sys, torch; from pathlib import Path; from logitlab.trainer import checkpoint\n"
               "p = Path(sys.argv[1]); i = 0\n"
               "while True:\n"
               "    i += 1; checkpoint.save({'model': {'w': torch.full((4_000_000,), float(i))}, 'epoch': i}, p)\n")

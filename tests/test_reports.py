@@ -8,10 +8,10 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from logitlab.runs import load_run
 from logitlab.models import CNN
-from logitlab.reports import plot_misclassified
-from logitlab.tensorboard_log import log_figures, log_graph
+from logitlab.reporting.diagnostics import plot_misclassified
+from logitlab.reporting.tensorboard_log import log_figures, log_graph
+from logitlab.runs import load_run
 
 
 def read_events(log_dir) -> EventAccumulator:

@@ -124,7 +124,7 @@ def test_importance_needs_two_completed_trials(tmp_path, capsys):
 
 
 def test_groups_rank_by_the_objectives_direction_and_skip_unfinished_jobs():
-    from logitlab import sweep_table
+    from logitlab.reporting import sweep_table
 
     rows = [{"number": str(n), "status": status, "val/loss": value, "overrides": f"lr={lr} seed={seed}"}
             for n, (status, value, lr, seed) in enumerate([

@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from logitlab.tensorboard_log import flat_hparams, record_status
+from logitlab.reporting.tensorboard_log import flat_hparams, record_status
 
 
 def _hparams_content(run_dir) -> dict:
@@ -62,7 +62,7 @@ def test_no_run_writes_an_experiment_summary_and_a_finished_run_is_a_success(mlp
 def test_record_status_marks_a_pruned_or_failed_run(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from logitlab.tensorboard_log import _session_start
+    from logitlab.reporting.tensorboard_log import _session_start
 
     for status in ("PRUNED", "FAIL"):
         run_dir = tmp_path / status

@@ -10,8 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import compose_config, run_cli
-from logitlab import checkpoint
 from logitlab.train import train
+from logitlab.trainer import checkpoint
 
 
 def _events(run_dir) -> EventAccumulator:

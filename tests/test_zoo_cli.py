@@ -256,7 +256,8 @@ class Zoo:
 def _wait_for_epoch(last: Path, epoch: int, proc: subprocess.Popen, timeout: float = SUBPROCESS_TIMEOUT):
     """The epoch last.pt records once it is >= `epoch`, or None if the process ended (or time ran out) first.
     The file is read again only when it changed."""
-    from logitlab import ConfigError, checkpoint
+    from logitlab import ConfigError
+    from logitlab.trainer import checkpoint
 
     deadline, seen = time.monotonic() + timeout, None
     while time.monotonic() < deadline and proc.poll() is None:

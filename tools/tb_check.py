@@ -51,7 +51,7 @@ def sweep(root: Path, *overrides: str) -> None:
 
 def pruned_trial(run_dir: Path) -> None:
     """A trial the pruner stopped after epoch 1: its start and one epoch, then the sweeper's mark."""
-    from logitlab.tensorboard_log import RunBoard, record_status
+    from logitlab.reporting.tensorboard_log import RunBoard, record_status
 
     board = RunBoard(run_dir, {"data": "digits", "model": "mlp", "optim": "adam", "schedule": "none", "seed": 2})
     board.start(0)

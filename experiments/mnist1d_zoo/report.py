@@ -21,8 +21,8 @@ import yaml  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from logitlab import checkpoint  # noqa: E402
-from logitlab.scoring import loss_and_accuracy  # noqa: E402
+from logitlab.reporting.scoring import loss_and_accuracy  # noqa: E402
+from logitlab.trainer import checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from logitlab import reports
-from logitlab.cli import as_bool, as_int, cli
-from logitlab.runs import checkpoint_path, load_run, run_dir_of
-from logitlab.scoring import logits, softmax
+from logitlab.reporting import diagnostics
+from logitlab.reporting.scoring import logits, softmax
+from logitlab.runs.cli import as_bool, as_int, cli
+from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
 
 OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "bins": "15", "out": "", "trust_code": "false"}
 
@@ -42,8 +42,8 @@ def evaluate(run: str, checkpoint: str, split: str, bins: str, out: str, trust_c
     out_path = Path(out) if out else run_dir_of(path) / f"eval_{split}.json"
     out_path.write_text(json.dumps(report, indent=2) + "\n")
     cm = torch.tensor(report["confusion_matrix"])
-    figures = {"confusion_matrix": reports.plot_confusion_matrix(cm, data.class_names),
-               "reliability": reports.plot_reliability(report["calibration"])}
+    figures = {"confusion_matrix": diagnostics.plot_confusion_matrix(cm, data.class_names),
+               "reliability": diagnostics.plot_reliability(report["calibration"])}
     written = [out_path]
     for name, fig in figures.items():
         written.append(out_path.with_name(f"{out_path.stem}_{name}.png"))
@@ -56,9 +56,9 @@ def compute(z: torch.Tensor, y: torch.Tensor, class_names: list[str], split: str
     """Every number of the report from the logits `z` (N, C) and labels `y`."""
     probs = softmax(z.double())
     pred = probs.argmax(1)
-    cm = reports.confusion_matrix(y, pred, len(class_names))
-    classes = reports.per_class(cm)
-    cal = reports.calibration(probs, y, bins)
+    cm = diagnostics.confusion_matrix(y, pred, len(class_names))
+    classes = diagnostics.per_class(cm)
+    cal = diagnostics.calibration(probs, y, bins)
     return {
         f"{split}/acc": (pred == y).double().mean().item(),
         f"{split}/loss": F.cross_entropy(z.double(), y).item(),  # the NLL of the true class

@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from logitlab import ConfigError
-from logitlab.cli import UsageError, as_bool, cli
-from logitlab.data import Normalisation
-from logitlab.runs import checkpoint_path, load_run, run_dir_of
-from logitlab.scoring import probabilities, softmax
+from logitlab.data.splits import Normalisation
+from logitlab.reporting.scoring import probabilities, softmax
+from logitlab.runs.cli import UsageError, as_bool, cli
+from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
 
 OPTIONS = {"run": None, "checkpoint": "best", "format": "onnx", "out": "", "trust_code": "false"}
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}

@@ -33,10 +33,10 @@ import torch
 from torch import Tensor
 
 from logitlab import ConfigError
-from logitlab.data import SplitData
-from logitlab.cli import UsageError, as_bool, as_int, cli
-from logitlab.runs import checkpoint_path, load_run, run_dir_of
-from logitlab.scoring import probabilities
+from logitlab.data.splits import SplitData
+from logitlab.reporting.scoring import probabilities
+from logitlab.runs.cli import UsageError, as_bool, as_int, cli
+from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
 
 OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "input": "", "out": "", "top_k": "3",
            "trust_code": "false"}

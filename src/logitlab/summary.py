@@ -13,8 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from logitlab import ConfigError, sweep_table
-from logitlab.objective import Objective
+from logitlab import ConfigError
+from logitlab.reporting import sweep_table
+from logitlab.trainer.objective import Objective
 
 
 def direction_of(sweep_dir: Path, objective: str) -> str:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     direction = direction_of(sweep_dir, objective)
     print(sweep_table.table(rows, objective, direction, args.top))
-    from logitlab import sweep_plots  # torch (for TensorBoard) and matplotlib: only for a real sweep
+    from logitlab.reporting import sweep_plots  # torch (for TensorBoard) and matplotlib: only for a real sweep
 
     written, notes = sweep_plots.write(sweep_dir, rows, objective, direction)
     for note in notes:

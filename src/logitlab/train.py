@@ -7,13 +7,13 @@ optimizer and trainer from it, train, score the test split, and leave everything
   checkpoints/       last.pt (every epoch) and best.pt (the best epoch by trainer.objective)
   events.out.tfevents.*   TensorBoard scalars, the HParams entry, and test/ scores and figures of best.pt
 
-Before Hydra makes a directory, logitlab.check builds every component the command names (every value of
+Before Hydra makes a directory, logitlab.config.check builds every component the command names (every value of
 every swept key too), so a bad value costs a second and one line, not a run. Rerunning the command a
 stopped run printed continues it; a finished run returns its result; a different config is refused.
 
 `torchrun --nproc-per-node N -m logitlab.train [overrides]` trains the one model data-parallel, in one
 run directory that rank 0 alone writes (the others leave only their rank<N>.log there); trainer.batch_size
-stays the whole batch, so the result and the checkpoints do not depend on N. See distributed.py.
+stays the whole batch, so the result and the checkpoints do not depend on N. See trainer/distributed.py.
 Nothing imports this module: it is the top floor.
 """
 from __future__ import annotations
@@ -29,8 +29,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from logitlab import ConfigError, build, hooks, job, rundir
-from logitlab.distributed import SOLO, World
+from logitlab import ConfigError
+from logitlab.config import build
+from logitlab.runs import job
+from logitlab.trainer import hooks, rundir
+from logitlab.trainer.distributed import SOLO, World
 
 log = logging.getLogger("logitlab")
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: a wheel install has it too
@@ -68,8 +71,8 @@ def run(cfg: DictConfig) -> float | None:
 def train(cfg: DictConfig, run_dir: Path, world: World = SOLO) -> dict | None:
     """Build every component from `cfg`, fit, then score best.pt on the test split. Data-parallel, every
     rank trains and rank 0 alone writes and scores; the others return None."""
-    from logitlab import evaluation
-    from logitlab.tensorboard_log import RunBoard
+    from logitlab.reporting.tensorboard_log import RunBoard
+    from logitlab.trainer import evaluation
 
     config = OmegaConf.to_container(cfg, resolve=True)
     figures = job.figures(cfg.trainer.get("figures", "auto"))
@@ -176,7 +179,7 @@ def _is_sweep(args: list[str]) -> bool:
 def _run(args: list[str], world: World) -> None:
     from hydra.errors import HydraException
 
-    from logitlab import hydra_errors
+    from logitlab.config import hydra_errors
 
     try:
         run()
@@ -186,7 +189,7 @@ def _run(args: list[str], world: World) -> None:
         message, status = hydra_errors.explain(e, args, CONFIG_DIR)
         _exit(f"error: {message}", status, world)
     except BaseException as e:
-        from logitlab.trainer import Interrupted
+        from logitlab.trainer.loop import Interrupted
 
         if not isinstance(e, (KeyboardInterrupt, Interrupted)):
             raise  # a bug (or an exit already decided): the traceback is for us
@@ -196,7 +199,7 @@ def _run(args: list[str], world: World) -> None:
 def _stopped(e: BaseException, args: list[str], world: World) -> None:
     """A signal or Ctrl-C: every finished result is on disk and the checkpoint is written; say how to go on.
     Data-parallel, every rank stopped at the same step (trainer.Interrupted) and rank 0 says it."""
-    from logitlab.trainer import Interrupted
+    from logitlab.trainer.loop import Interrupted
 
     signum = getattr(e, "signum", 2)
     reason = str(e) or "interrupted"

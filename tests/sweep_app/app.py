@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from logitlab import hooks, rundir
+from logitlab.trainer import hooks, rundir
 
 
 def score(cfg: DictConfig) -> float:

@@ -2,7 +2,7 @@
 logitlab.fused says can train as one stack (at most `fuse_max` each, and at least as many groups as the
 launcher runs at once), and launches each group as one job. In that job's process, `run_group` makes
 each member's job directory as Hydra's run_job would (.hydra/ and the resolved output dir) and hands
-them all to logitlab.group; job.json records how each ended, as for a solo job.
+them all to logitlab.fused.group; job.json records how each ended, as for a solo job.
 
 A group's own launcher job writes to <sweep dir>/.groups/<first member's number>/: the group's log and
 Hydra's files."""
@@ -36,10 +36,10 @@ def compose(sweeper, overrides: list[str], number: int, base: tuple | None = Non
     """The job's config as the launcher would compose it, numbered, its output dir resolved. With `base`
     (an earlier job's overrides and config), a job that differs from it only in plain values (no config
     group, nothing added or removed, no hydra key) is that config with those values set: what Hydra's
-    composition gives, at a hundredth of its cost (logitlab.check.derived_config)."""
+    composition gives, at a hundredth of its cost (logitlab.config.check.derived_config)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from logitlab.check import derived_config
+    from logitlab.config.check import derived_config
 
     cfg = derived_config(*base, overrides) if base is not None else None
     if cfg is None:
@@ -57,8 +57,8 @@ def compose(sweeper, overrides: list[str], number: int, base: tuple | None = Non
 def plan(sweeper, jobs: list[list[str]], numbers: list[int]) -> list[Unit]:
     """The jobs as units, in number order (a group at its first member's number). Groups hold at most
     fuse_max jobs, and the jobs of one key are spread over as many groups as the launcher runs at once."""
-    from logitlab.fused import group_key
-    from logitlab.group import task_container
+    from logitlab.fused.group import task_container
+    from logitlab.fused.loop import group_key
 
     keyed: dict[str, list[int]] = {}
     configs, units = {}, []
@@ -111,8 +111,8 @@ def launch(sweeper, units: list[Unit], sweep_dir: Path, gpus: list[str]) -> list
 def run_group(configs: list[DictConfig], hooks: list[list]) -> list[Any]:
     """In the launched job's process: make each member's job directory, train them together, and record
     how each ended in its job.json."""
-    from logitlab.group import run_group as train_group, task_container
-    from logitlab.tensorboard_log import record_status
+    from logitlab.fused.group import run_group as train_group, task_container
+    from logitlab.reporting.tensorboard_log import record_status
 
     from ._jobs import job_state
 

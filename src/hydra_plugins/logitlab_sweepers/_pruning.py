@@ -2,7 +2,7 @@
 (optuna-dashboard shows them) and the sweep's pruner, if any, can stop a hopeless trial early. The job
 learns everything from its own Hydra config: the study lives in the storage the sweeper's settings name,
 and the trial is the job (the sweeper launches trial N as job N). The job's app only announces its epochs
-(logitlab.hooks); it knows nothing of Optuna."""
+(logitlab.trainer.hooks); it knows nothing of Optuna."""
 from __future__ import annotations
 
 import logging

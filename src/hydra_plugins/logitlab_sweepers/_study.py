@@ -21,9 +21,10 @@ from hydra.utils import instantiate
 from optuna.trial import TrialState
 
 from . import _jobs, _search_space, _summary
-from ._leases import Leases, job_number, superseded
-from ._pruning import make_pruner, open_storage, pruner_spec, storage_of
 from ._jobs import SweepError, log
+from ._leases import Leases, job_number
+from ._pruning import make_pruner, open_storage, pruner_spec, storage_of
+from ._trials import Trials, all_jobs, finished
 
 class _GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler calls study.stop() after the last grid point, which only works inside
@@ -53,7 +54,7 @@ def make_sampler(name: Any, space: _search_space.SearchSpace, seed: Optional[int
 def open_study(storage: str, name: str, direction: str, spec: dict, heartbeat_s: int | None = None) -> optuna.Study:
     """Create the study, or load it to resume if it was started with the same sampler, pruner, search
     space and objective; anything else is refused, naming what changed."""
-    from logitlab import rundir
+    from logitlab.trainer import rundir
 
     study = optuna.create_study(storage=open_storage(storage, heartbeat_s), study_name=name, direction=direction,
                                 load_if_exists=True)
@@ -121,7 +122,7 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     # trials while they run; releasing those on a stop would start them twice.
     leases.release_on_stop = not _jobs.jobs_outlive_sweeper(sweeper.config)
     if study.trials:
-        done = _finished(study)
+        done = finished(study)
         log.info(f"continuing study {sweeper.study_name!r} in {storage}: {done} of {n_trials} trials "
                  f"finished, {len(leases.orphans())} left running by a sweeper that stopped")
     else:
@@ -130,95 +131,22 @@ def run_study(sweeper, parser: OverridesParser, arguments: list[str], sweep_dir:
     # optuna-dashboard shows every trial's curve; without a pruner Optuna's NopPruner judges them.
     sweeper.task.link = dict(storage=storage, study_name=sweeper.study_name, objective=sweeper.objective,
                              pruner=pruner, heartbeat_s=heartbeat_s)
-    progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs, done=_finished(study))
+    progress = _jobs.Progress(n_trials, sweeper.objective, n_jobs, done=finished(study))
     gpus = _jobs.gpus_to_pin(sweeper.config)
     if sweeper.fuse and _asks_ahead(sweeper.sampler):  # trials asked together, launched as fused groups
         n_jobs = max(n_jobs, sweeper.fuse_max * max(1, sweeper.parallelism))
-    trials = _Trials(study, space, n_trials, leases, sweeper.seed)
+    trials = Trials(study, space, n_trials, leases, sweeper.seed)
     # (leases outermost: on a stop, the launcher's workers are stopped before their trials are released)
-    with leases, _summary.kept_on_stop(sweeper, lambda: _all_jobs(study), sweep_dir):
+    with leases, _summary.kept_on_stop(sweeper, lambda: all_jobs(study), sweep_dir):
         if n_jobs > 1 and not gpus and not (sweeper.fuse and _asks_ahead(sweeper.sampler)):
             returns, stopped = _run_async(sweeper, trials, n_jobs, progress, sweep_dir)
         else:
             returns, stopped = _run_batches(sweeper, trials, n_jobs, progress, sweep_dir, gpus)
-    _summary.finish(sweeper, _all_jobs(study), sweep_dir, stopped)
+    _summary.finish(sweeper, all_jobs(study), sweep_dir, stopped)
     return returns
 
 
-class _Trials:
-    """Where a sweeper's next trials come from: orphans of stopped sweepers first (continued in their
-    job directories), then new ones asked of the sampler while the study has fewer than n_trials."""
-
-    WAIT = "wait"  # nothing to run now, but another sweeper's trials still run: one may be left to us
-
-    def __init__(self, study, space, n_trials: int, leases: Leases, seed: int | None):
-        self.study, self.space, self.n_trials, self.leases, self.seed = study, space, n_trials, leases, seed
-        self._waiting_said = False
-
-    def next(self, n: int) -> list[optuna.Trial] | str:
-        """Up to n trials to launch; [] when the study is done, WAIT while another sweeper's run."""
-        batch = []
-        for orphan in self.leases.orphans():
-            if len(batch) == n:
-                break
-            if "overrides" not in orphan.user_attrs:  # its sweeper died sampling it: never launched
-                self.leases.drop_uncounted(orphan._trial_id, "never launched: its sweeper stopped while sampling it")
-                continue
-            trial = self.leases.take_over(orphan)
-            if trial is not None:
-                batch.append(trial)
-        while len(batch) < n and _counted(self.study) < self.n_trials:
-            trial = self.ask()
-            if trial is not None:
-                batch.append(trial)
-        if batch:
-            self._waiting_said = False
-            return batch
-        if self.leases.others_running():
-            if not self._waiting_said:
-                log.info("no trial left to ask: waiting for the other sweepers' running trials (one that "
-                         "stops being held is continued here)")
-                self._waiting_said = True
-            return self.WAIT
-        return []
-
-    def ask(self) -> optuna.Trial | None:
-        """A new trial, held; None if it is not to run (another sweeper asked the study's last one at the
-        same time, or judged this one an orphan before it was held)."""
-        with warnings.catch_warnings():  # Optuna warns that its heartbeat is for optimize(); ours is _leases'
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-            trial = self.study.ask()
-        if self.seed is not None:
-            _seed_for(self.study.sampler, self.seed + trial.number)
-        try:
-            self.leases.hold(trial)
-            trial.set_user_attr("overrides", self.space.ask(trial))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return None
-        if _counted_numbers(self.study).index(trial.number) >= self.n_trials:  # sweepers racing for the last trial: the later loses
-            self.leases.drop_uncounted(trial._trial_id, f"asked past n_trials={self.n_trials} while another "
-                                                         f"sweeper asked the last trial")
-            return None
-        return trial
-
-    def tell(self, trial: optuna.Trial, job: _jobs.Job) -> None:
-        _tell(self.study, trial, job)
-        self.leases.drop(trial)
-
-
-def _seed_for(sampler: Any, seed: int) -> None:
-    """Make a seeded sampler draw trial N's independent values from seed + N: a study's trials are then
-    the same whichever of several sweepers asks them, and sweepers started together with the same command
-    do not ask the same values (a shared seed alone would have each draw one sequence). Optuna's random,
-    TPE (its startup trials) and grid samplers keep their generator in `_rng`."""
-    from optuna.samplers._lazy_random_state import LazyRandomState
-
-    for s in (sampler, getattr(sampler, "_random_sampler", None)):
-        if s is not None and isinstance(getattr(s, "_rng", None), LazyRandomState):
-            s._rng = LazyRandomState(seed)
-
-
-def _run_batches(sweeper, trials: _Trials, n_jobs, progress, sweep_dir, gpus):
+def _run_batches(sweeper, trials: Trials, n_jobs, progress, sweep_dir, gpus):
     """n_jobs trials at a time, each batch waiting for its slowest (a GPU's worker processes are
     replaced between batches, so each job sees only its own GPU)."""
     import time
@@ -226,7 +154,7 @@ def _run_batches(sweeper, trials: _Trials, n_jobs, progress, sweep_dir, gpus):
     failures, stopped, first, returns = 0, None, True, []
     while True:
         batch = trials.next(n_jobs)
-        if batch == _Trials.WAIT:
+        if batch == Trials.WAIT:
             time.sleep(min(1, trials.leases.interval))  # a query a second while others finish
             continue
         if not batch:
@@ -244,17 +172,17 @@ def _run_batches(sweeper, trials: _Trials, n_jobs, progress, sweep_dir, gpus):
         for trial, ret in zip(batch, results):
             job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
             trials.tell(trial, job)
-            progress.done = max(progress.done, _finished(trials.study) - 1)  # other sweepers' trials count too
+            progress.done = max(progress.done, finished(trials.study) - 1)  # other sweepers' trials count too
             progress.finished(job)
             failures += job.status == "FAIL"
-        _summary.write_csv(_all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
+        _summary.write_csv(all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
         if sweeper.max_failures is not None and failures > sweeper.max_failures:
             stopped = f"stopped after {failures} failures (max_failures={sweeper.max_failures})"
             break
     return returns, stopped
 
 
-def _run_async(sweeper, trials: _Trials, n_jobs, progress, sweep_dir):
+def _run_async(sweeper, trials: Trials, n_jobs, progress, sweep_dir):
     """n_jobs trials running at all times: each of n_jobs threads launches one trial, tells Optuna how it
     ended and asks the next, so a new trial starts as soon as any ends (no barrier at the slowest of a
     batch, as Hydra's own sweepers have). Asking, telling and the summary happen under one lock."""
@@ -277,7 +205,7 @@ def _run_async(sweeper, trials: _Trials, n_jobs, progress, sweep_dir):
                 if ready:
                     return ready.pop(0)
                 batch = trials.next(1)
-            if batch != _Trials.WAIT:
+            if batch != Trials.WAIT:
                 return batch[0] if batch else None
             time.sleep(min(1, trials.leases.interval))  # a query a second while others finish
 
@@ -290,10 +218,10 @@ def _run_async(sweeper, trials: _Trials, n_jobs, progress, sweep_dir):
                     returns.append([ret])
                     job = _jobs.read_job(ret, trial.number, trial.user_attrs["overrides"], trial.params)
                     trials.tell(trial, job)
-                    progress.done = max(progress.done, _finished(trials.study) - 1)
+                    progress.done = max(progress.done, finished(trials.study) - 1)
                     progress.finished(job)
                     state["failures"] += job.status == "FAIL"
-                    _summary.write_csv(_all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
+                    _summary.write_csv(all_jobs(trials.study), sweep_dir / "summary.csv", sweeper.objective)
                     if sweeper.max_failures is not None and state["failures"] > sweeper.max_failures:
                         state["stopped"] = (f"stopped after {state['failures']} failures "
                                             f"(max_failures={sweeper.max_failures})")
@@ -330,7 +258,7 @@ def _launch_fused(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]
     return [by_number[job_number(t)] for t in batch]
 
 
-def _validate(sweeper, trials: _Trials, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
+def _validate(sweeper, trials: Trials, batch: list[optuna.Trial], overrides: list[list[str]]) -> None:
     try:
         sweeper.validate_batch_is_legal(overrides)
     except Exception:  # a key that does not compose: these trials can never run
@@ -338,23 +266,6 @@ def _validate(sweeper, trials: _Trials, batch: list[optuna.Trial], overrides: li
             trials.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             trials.leases.drop(trial)
         raise
-
-
-def _counted_numbers(study: optuna.Study) -> list[int]:
-    """The numbers of the study's trials towards n_trials, in order: each continued trial counts once, as
-    its continuation; one asked past n_trials or never launched counts for nothing."""
-    every = study.get_trials(deepcopy=False)
-    return sorted({t.number for t in every} - superseded(every))
-
-
-def _counted(study: optuna.Study) -> int:
-    return len(_counted_numbers(study))
-
-
-def _finished(study: optuna.Study) -> int:
-    every = study.get_trials(deepcopy=False)
-    gone = superseded(every)
-    return sum(t.state.is_finished() and t.number not in gone for t in every)
 
 
 def _launch(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]) -> list:
@@ -367,37 +278,6 @@ def _launch(sweeper, batch: list[optuna.Trial], overrides: list[list[str]]) -> l
             results += sweeper.launch(overrides[start:end], initial_job_idx=job_number(batch[start]))
             start = end
     return results
-
-
-def _tell(study: optuna.Study, trial: optuna.Trial, job: _jobs.Job) -> None:
-    if job.status == "COMPLETE" and not isinstance(job.value, (int, float)):
-        job.status, job.error = "FAIL", f"TypeError: the task returned {job.value!r}, not a number"
-    try:
-        for key in ("job_dir", "log", "wall_seconds", "error"):  # before tell: a finished trial is read-only
-            trial.set_user_attr(key, getattr(job, key))
-    except optuna.exceptions.UpdateFinishedTrialError:
-        log.warning(f"trial {trial.number} ended {job.status} here, but another sweeper had taken it over "
-                    f"(no heartbeat from this one for too long): its continuation's result counts")
-        return
-    # skip_if_finished: a trial that another sweeper took over (this one's heartbeat lapsed) is its now
-    try:
-        if job.status == "COMPLETE":
-            study.tell(trial, float(job.value), skip_if_finished=True)
-        else:
-            study.tell(trial, state=TrialState[job.status], skip_if_finished=True)
-    except optuna.exceptions.UpdateFinishedTrialError:  # taken over between the two writes
-        log.warning(f"trial {trial.number} ended {job.status} here, but another sweeper had just taken it over")
-
-
-def _all_jobs(study: optuna.Study) -> list[_jobs.Job]:
-    """Every trial of the study, as rows of the summary (a continued trial as its continuation)."""
-    every = study.get_trials(deepcopy=False)
-    gone = superseded(every)
-    return [_jobs.Job(number=t.number, status=t.state.name, value=t.value, params=t.params,
-                      overrides=t.user_attrs.get("overrides", []), error=t.user_attrs.get("error"),
-                      job_dir=t.user_attrs.get("job_dir"), log=t.user_attrs.get("log"),
-                      wall_seconds=t.user_attrs.get("wall_seconds"))
-            for t in every if t.number not in gone]
 
 
 def _grid_size(grid: dict) -> int:

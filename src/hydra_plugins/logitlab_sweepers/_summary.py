@@ -108,14 +108,14 @@ def report(sweep_dir: Path, objective: str, direction: str, top: int, figures: b
     """Log the table of the best jobs (over seeds when the sweep varies `seed`) and write the sweep's
     figures, as `logitlab-summary <sweep dir>` does. A figure that cannot be drawn costs a warning, not the
     sweep's result."""
-    from logitlab import sweep_table
+    from logitlab.reporting import sweep_table
 
     _, rows = sweep_table.read(sweep_dir / "summary.csv")
     log.info(sweep_table.table(rows, objective, direction, top))
     if not figures or not sweep_table.completed(rows, objective):  # nothing to draw: spare the torch import
         return
     try:
-        from logitlab import sweep_plots  # loads torch (for TensorBoard) and matplotlib
+        from logitlab.reporting import sweep_plots  # loads torch (for TensorBoard) and matplotlib
 
         written, _ = sweep_plots.write(sweep_dir, rows, objective, direction)
     except Exception as e:  # a reporting bug must not fail a finished sweep; logitlab-summary shows it whole

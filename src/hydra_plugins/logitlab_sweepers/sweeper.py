@@ -17,7 +17,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from . import _jobs
+from . import _jobs, _task
 # Hydra's plugin scan registers the plugins it finds in a scanned module's namespace and skips modules
 # named _*: conf/hydra/launcher/slurm.yaml's launcher is registered from here.
 from ._slurm import SlurmLauncher  # noqa: F401
@@ -37,7 +37,7 @@ def _direction(objective: str, direction: Optional[str], logitlab_app: bool) -> 
     summary, and better as `direction` says: minimize unless given (as Hydra's Optuna sweeper)."""
     if logitlab_app:
         from logitlab import ConfigError
-        from logitlab.objective import Objective
+        from logitlab.trainer.objective import Objective
 
         try:
             return Objective.of(objective, direction, key="hydra.sweeper").direction
@@ -67,7 +67,7 @@ class LogitlabSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
-        self.task = _jobs.Task(task_function)
+        self.task = _task.Task(task_function)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=self.task, config=config)
         self.parallelism = _jobs.launcher_parallelism(config)
@@ -99,7 +99,7 @@ class LogitlabSweeper(Sweeper):
     def _check_same_sweep(self, sweep_dir: Path, arguments: List[str]) -> None:
         """A sweep directory belongs to one sweep: rerunning it continues it; another sweep is refused
         in one line naming what differs (more epochs or more trials are allowed)."""
-        from logitlab import rundir
+        from logitlab.trainer import rundir
 
         saved = sweep_dir / "multirun.yaml"
         launched = (sweep_dir / "summary.csv").exists() or any((d / ".hydra").is_dir() for d in sweep_dir.glob("*"))
@@ -119,7 +119,7 @@ class LogitlabSweeper(Sweeper):
     def launch(self, batch: list[list[str]], initial_job_idx: int) -> list:
         """The launcher's launch. For Hydra's basic launcher (jobs one after another in this process) it
         is done here, as that launcher does it, except that a job differing from an earlier one only in
-        plain values is that job's composition with those values set (logitlab.check.derived_config):
+        plain values is that job's composition with those values set (logitlab.config.check.derived_config):
         Hydra composes every job afresh, ~0.1 s each, more than a small job's training."""
         if not self.sequential:
             return self.launcher.launch(batch, initial_job_idx=initial_job_idx)
@@ -137,7 +137,7 @@ class LogitlabSweeper(Sweeper):
             base = self._bases.get(choices)
             cfg = None
             if base is not None:
-                from logitlab.check import derived_config
+                from logitlab.config.check import derived_config
 
                 cfg = derived_config(*base, overrides)
             if cfg is None:

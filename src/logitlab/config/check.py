@@ -25,8 +25,10 @@ from hydra.core.override_parser.types import Override
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from logitlab import ConfigError, build, hydra_errors, rundir, value_types
-from logitlab.objective import Objective
+from logitlab import ConfigError
+from logitlab.config import build, hydra_errors, value_types
+from logitlab.trainer import rundir
+from logitlab.trainer.objective import Objective
 
 _ABSENT = object()
 MAX_COMBINATIONS = 64  # group choices checked together; past that each value is checked on its own
@@ -148,7 +150,7 @@ def _check_built(task: DictConfig, blame: list[str], sweep: bool = False, device
 
     def attempt():
         if device:
-            from logitlab.trainer import pick_device
+            from logitlab.trainer.runtime import pick_device
 
             pick_device(task.trainer.device)
         parts = build.run(task, device="cpu")

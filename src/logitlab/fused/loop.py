@@ -18,11 +18,13 @@ from typing import Any, Callable
 
 import torch
 
-from logitlab import checkpoint, runtime
-from logitlab.scoring import EVAL_BATCH, as_float
-from logitlab.stacked import StackedModel, StackedOptimizer, clip_grad_norms, cross_entropy, stack_input
-from logitlab.trainer import Diverged, Interrupted, Trainer, epoch_line, make_optimizer, run_summary
-from logitlab.training_state import Position, Randomness, Record, copied
+from logitlab.fused.stacked import StackedModel, StackedOptimizer, clip_grad_norms, cross_entropy, stack_input
+from logitlab.reporting.scoring import EVAL_BATCH, as_float
+from logitlab.trainer import checkpoint, runtime
+from logitlab.trainer.console import epoch_line, run_summary
+from logitlab.trainer.loop import Diverged, Interrupted, Trainer
+from logitlab.trainer.optimizer import make_optimizer
+from logitlab.trainer.state import Position, Randomness, Record, copied
 
 log = logging.getLogger("logitlab")
 

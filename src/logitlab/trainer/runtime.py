@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from logitlab import ConfigError
 
 JOBS_AT_ONCE = "LOGITLAB_JOBS_AT_ONCE"  # set by the sweeper in each job's process (fused groups count once)
@@ -65,7 +67,6 @@ def work_per_step(model, example_shape: tuple[int, ...], batch_size: int) -> flo
     return 3 * total * batch_size
 
 
-
 def skip_dynamo_import() -> None:
     """torch.optim.Optimizer's add_param_group, zero_grad, state_dict and load_state_dict import
     torch._dynamo on their first call (1.9 s here) only to mark themselves as not to be compiled. A fused
@@ -83,3 +84,26 @@ def skip_dynamo_import() -> None:
         wrapped = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
         if wrapped is not None and getattr(wrapped, "__dynamo_disable", None) is None:
             setattr(wrapped, "__dynamo_disable", wrapped)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ConfigError(f"trainer.device={name} is not available here ({str(e).splitlines()[0]}); "
+                          f"available: {', '.join(available_devices())}") from None
+    return device
+
+
+def available_devices() -> list[str]:
+    """The trainer.device values this machine has (auto picks the first of cuda, mps, cpu)."""
+    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    return ["auto", "cpu", *(["cuda", *cuda] if cuda else []), *(["mps"] if mps else [])]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from logitlab import build
-from logitlab.checkpoint import CheckpointError, load as load_checkpoint
-from logitlab.cli import UsageError
-from logitlab.data import SplitData
+from logitlab.config import build
+from logitlab.data.splits import SplitData
+from logitlab.runs.cli import UsageError
+from logitlab.trainer.checkpoint import CheckpointError, load as load_checkpoint
 
 CHECKPOINTS = ("best", "last")
 

@@ -1,7 +1,7 @@
 """Data-parallel training: the processes that `torchrun --nproc-per-node N -m logitlab.train` starts train
 one model together (DistributedDataParallel). This module is everything they need of each other, as one
 `World`: this process's rank among `size`, the process group joined from torchrun's environment, and the
-few collectives a run makes (see trainer.py for where, and train.py for how the ranks share a run directory).
+few collectives a run makes (see loop.py for where, and train.py for how the ranks share a run directory).
 
 A single process (no torchrun, or WORLD_SIZE=1) gets SOLO: nothing is joined, every collective returns its
 input, and the trainer's single-process path calls none of them per step.

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from logitlab.models import CNN, MLP, SoftmaxRegression
-from logitlab.scoring import as_float
+from logitlab.models.zoo import CNN, MLP, SoftmaxRegression
+from logitlab.reporting.scoring import as_float
 
 FUSIBLE_MODELS = (SoftmaxRegression, MLP, CNN)
 _ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Identity)

@@ -3,14 +3,14 @@ images (<sweep dir>/summary/), so `tensorboard --logdir <sweep dir>` shows them 
 the objective against each job's parameter count, against each swept value, and for an Optuna study
 (its journal file, or the database its multirun.yaml names) the parameters' importance.
 
-Drawn on matplotlib's Figure with the Agg canvas as logitlab.reports does (no pyplot, no global backend)."""
+Drawn on matplotlib's Figure with the Agg canvas as logitlab.reporting.diagnostics does (no pyplot, no global backend)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from logitlab import reports, sweep_table
-from logitlab.sweep_table import SEED, key_of, number, overrides_of
+from logitlab.reporting import diagnostics, sweep_table
+from logitlab.reporting.sweep_table import SEED, key_of, number, overrides_of
 
 
 def figures(sweep_dir: Path, rows: Sequence[dict], objective: str, direction: str) -> tuple[dict, list[str]]:
@@ -54,13 +54,13 @@ def write(sweep_dir: Path, rows: Sequence[dict], objective: str, direction: str)
         for name, fig in drawn.items():
             path = sweep_dir / f"{name}.png"
             fig.savefig(path)
-            writer.add_image(f"sweep/{name}", reports.to_image(fig), 0, dataformats="HWC")
+            writer.add_image(f"sweep/{name}", diagnostics.to_image(fig), 0, dataformats="HWC")
             written.append(path)
     return written, notes
 
 
 def _scatter_params(points: list[tuple[float, float]], objective: str, direction: str):
-    fig = reports._figure(5, 4)
+    fig = diagnostics._figure(5, 4)
     ax = fig.add_subplot()
     ax.scatter([p for p, _ in points], [v for _, v in points], alpha=0.7)
     if min(p for p, _ in points) > 0:
@@ -77,7 +77,7 @@ def _by_value(done: Sequence[dict], keys: list[str], objective: str, direction: 
     """One panel per swept key: a numeric key on a numeric axis, any other as categories in sweep order."""
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
-    fig = reports._figure(4.2 * cols, 3.4 * rows)
+    fig = diagnostics._figure(4.2 * cols, 3.4 * rows)
     for k, key in enumerate(keys):
         ax = fig.add_subplot(rows, cols, k + 1)
         points = [(v, y) for v, y in [(_value(r, key), number(r[objective])) for r in done] if v is not None]
@@ -158,7 +158,7 @@ def _importance(where: str, name: str | None) -> tuple[dict | None, str]:
 
 def _bars(importance: dict, objective: str):
     names = list(importance)[::-1]  # most important on top
-    fig = reports._figure(5.5, 1.2 + 0.35 * len(names))
+    fig = diagnostics._figure(5.5, 1.2 + 0.35 * len(names))
     ax = fig.add_subplot()
     ax.barh(names, [importance[n] for n in names], color="tab:blue")
     ax.set(xlabel="importance (fANOVA)", title=f"what moved {objective}")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from torch import nn
 
-from logitlab import checkpoint
-from logitlab.data import SplitData
-from logitlab.objective import Objective
-from logitlab.scoring import loss_and_accuracy
+from logitlab.data.splits import SplitData
+from logitlab.reporting.scoring import loss_and_accuracy
+from logitlab.trainer import checkpoint
+from logitlab.trainer.objective import Objective
 
 
 def final_metrics(model: nn.Module, data: SplitData, run_dir: Path, record, objective: Objective,

@@ -1,5 +1,5 @@
 """What a training job leaves in its run directory, for the single-run entry point (train.py) and for the
-jobs of a fused group (fused.py) alike: versions.json, history.csv, metrics.json, the HParams values, and
+jobs of a fused group (fused/loop.py) alike: versions.json, history.csv, metrics.json, the HParams values, and
 whether the directory holds this config's finished run already."""
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from logitlab import ConfigError, rundir
+from logitlab import ConfigError
+from logitlab.trainer import rundir
 
 log = logging.getLogger("logitlab")
 GROUPS = ("data", "model", "optim", "schedule")  # the config groups that say what a run is
@@ -45,7 +46,7 @@ def finished_result(run_dir: Path, config: dict) -> float | None:
     if not rundir.is_finished(run_dir):
         return None
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    from logitlab import checkpoint
+    from logitlab.trainer import checkpoint
 
     saved = checkpoint.load(run_dir / "checkpoints" / "last.pt").get("config") or {}
     changed = rundir.changed_keys(saved, config)

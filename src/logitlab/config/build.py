@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from logitlab import ConfigError
-from logitlab.objective import Objective
+from logitlab.trainer.objective import Objective
 
 _loaded_data: dict[str, Any] = {}  # resolved data config (as JSON) -> SplitData
 
@@ -76,7 +76,7 @@ def run(cfg: Any, device: str | None = None) -> Run:
     it fixes the initial weights. `device` overrides trainer.device (the config check builds on the CPU)."""
     import torch
 
-    from logitlab import runtime
+    from logitlab.trainer import runtime
 
     runtime.skip_dynamo_import()
     objective = Objective.of(cfg.trainer.objective, cfg.trainer.get("direction", "auto"))
@@ -96,7 +96,7 @@ def from_checkpoint(config: dict, origin: str, trust_code: bool = False) -> tupl
     a checkpoint from elsewhere must not choose what code runs. `trust_code`: the user vouches for the
     run (it is their own, with their own `_target_` modules, importable from here: the current directory
     or PYTHONPATH), so its targets are instantiated whatever they are."""
-    from logitlab.checkpoint import CheckpointError
+    from logitlab.trainer.checkpoint import CheckpointError
 
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "model")):
         raise CheckpointError(f"{origin} carries no data and model config; it was not written by logitlab.train")
@@ -115,7 +115,7 @@ def from_checkpoint(config: dict, origin: str, trust_code: bool = False) -> tupl
 
 
 def _check_targets(node: Any, key: str, origin: str) -> None:
-    from logitlab.checkpoint import CheckpointError
+    from logitlab.trainer.checkpoint import CheckpointError
 
     if isinstance(node, dict):
         target = node.get("_target_")

@@ -11,8 +11,11 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from logitlab import build, evaluation, fused, job, runtime, stacked
-from logitlab.training_state import Record
+from logitlab.config import build
+from logitlab.fused import loop, stacked
+from logitlab.runs import job
+from logitlab.trainer import evaluation, runtime
+from logitlab.trainer.state import Record
 
 log = logging.getLogger("logitlab")
 
@@ -21,10 +24,10 @@ def run_group(configs: Sequence[DictConfig], hooks: Sequence[Sequence[Callable]]
     """Each job's objective, or the exception that ended it. `configs` are whole job configs (with their
     hydra node, runtime.output_dir set; read as they are, not copied: ~10 ms a copy); hooks[i] are called
     after each epoch of job i."""
-    from logitlab.tensorboard_log import RunBoard
+    from logitlab.reporting.tensorboard_log import RunBoard
 
     results: list[Any] = [None] * len(configs)
-    members: dict[int, fused.Member] = {}
+    members: dict[int, loop.Member] = {}
     figures: dict[int, bool] = {}
     versions = job.versions()
     handlers = []
@@ -46,7 +49,7 @@ def run_group(configs: Sequence[DictConfig], hooks: Sequence[Sequence[Callable]]
                 lines, handler = _job_log(full, i)
                 handlers.append((lines, handler))
                 history = job.HistoryFile(run_dir / "history.csv")
-                members[i] = fused.Member(
+                members[i] = loop.Member(
                     trainer=parts.trainer, model=parts.model, data=parts.data, optimizer=parts.optimizer,
                     schedule=parts.schedule, seed=task.seed, config=config, run_dir=run_dir, dropout=dropout,
                     board=RunBoard(run_dir, job.hparams(task, full.hydra)), lines=lines,
@@ -94,11 +97,11 @@ def _job_log(full: DictConfig, i: int) -> tuple[logging.Logger, logging.Handler]
 _STACK_WORK = 3e8
 
 
-def _stackable(members: list[fused.Member]) -> list[list[fused.Member]]:
+def _stackable(members: list[loop.Member]) -> list[list[loop.Member]]:
     """Members whose built models and optimizers stack, together (a group is formed from configs; a
     value that changes a shape after all, e.g. dropout adding a layer, splits it here); a member whose
     model is too big to gain from stacking, or does not stack, alone."""
-    parts: dict[tuple, list[fused.Member]] = {}
+    parts: dict[tuple, list[loop.Member]] = {}
     for m in members:
         on_cpu = m.trainer.device.type == "cpu"
         work = runtime.work_per_step(m.model, m.data.input_shape, m.trainer.batch_size)
@@ -114,19 +117,19 @@ def _stackable(members: list[fused.Member]) -> list[list[fused.Member]]:
     return list(parts.values())
 
 
-def _fit(part: list[fused.Member]) -> None:
+def _fit(part: list[loop.Member]) -> None:
     if len(part) == 1:
         _fit_alone(part[0])
         return
     try:
-        fused.fit_group(part)
+        loop.fit_group(part)
     except stacked.NotFusible as e:  # an optimizer option that does not stack: each trains alone
         log.info(f"{len(part)} jobs train one by one: {e}")
         for m in part:
             _fit_alone(m)
 
 
-def _fit_alone(m: fused.Member) -> None:
+def _fit_alone(m: loop.Member) -> None:
     """Trainer.fit, with torch's global RNG where this job's solo run would have it (other jobs were built
     since): its dropout masks are its solo run's."""
     import torch
@@ -139,7 +142,7 @@ def _fit_alone(m: fused.Member) -> None:
         m.result = e
 
 
-def _finish(m: fused.Member, figures: bool) -> float:
+def _finish(m: loop.Member, figures: bool) -> float:
     metrics = evaluation.final_metrics(m.model, m.data, m.run_dir, m.result, m.trainer.objective, m.board,
                                        figures=figures)
     job.write_json(m.run_dir / "metrics.json", metrics)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from logitlab import reports
-from logitlab.scoring import probabilities
+from logitlab.reporting import diagnostics
+from logitlab.reporting.scoring import probabilities
 
 # HParams has four statuses (api.proto: UNKNOWN, SUCCESS, FAILURE, RUNNING); a pruned trial is not a
 # success, so it is FAILURE there, told apart from a failed one by its `status/pruned` scalar.
@@ -223,13 +223,13 @@ def log_figures(writer, model: nn.Module, x: Tensor, y: Tensor, class_names: lis
     probs = probabilities(model, x).cpu()
     y = y.cpu()
     conf, pred = probs.max(dim=1)
-    cm = reports.confusion_matrix(y, pred, len(class_names))
-    cal = reports.calibration(probs, y)
-    writer.add_image(f"{prefix}/confusion_matrix", reports.to_image(reports.plot_confusion_matrix(cm, class_names)),
+    cm = diagnostics.confusion_matrix(y, pred, len(class_names))
+    cal = diagnostics.calibration(probs, y)
+    writer.add_image(f"{prefix}/confusion_matrix", diagnostics.to_image(diagnostics.plot_confusion_matrix(cm, class_names)),
                      step, dataformats="HWC")
-    writer.add_image(f"{prefix}/reliability", reports.to_image(reports.plot_reliability(cal)), step, dataformats="HWC")
+    writer.add_image(f"{prefix}/reliability", diagnostics.to_image(diagnostics.plot_reliability(cal)), step, dataformats="HWC")
     writer.add_scalar(f"{prefix}/ece", cal["ece"], step)
-    for name, recall in zip(class_names, reports.per_class(cm)["recall"].tolist()):
+    for name, recall in zip(class_names, diagnostics.per_class(cm)["recall"].tolist()):
         writer.add_scalar(f"{prefix}/class_acc/{name}", recall, step)
     writer.add_histogram(f"{prefix}/max_prob", conf, step, bins=np.linspace(0, 1, 21))
     if (pred != y).any():
@@ -237,9 +237,9 @@ def log_figures(writer, model: nn.Module, x: Tensor, y: Tensor, class_names: lis
     for name, p in model.named_parameters():
         writer.add_histogram(f"{prefix}/weights/{name}", p.detach().float().cpu(), step)
     if x.dim() == 4:
-        grid = reports.plot_misclassified(x.cpu(), y, probs, class_names)
+        grid = diagnostics.plot_misclassified(x.cpu(), y, probs, class_names)
         if grid is not None:
-            writer.add_image(f"{prefix}/misclassified", reports.to_image(grid), step, dataformats="HWC")
+            writer.add_image(f"{prefix}/misclassified", diagnostics.to_image(grid), step, dataformats="HWC")
 
 
 def log_graph(writer, model: nn.Module, example_x: Tensor) -> None:

@@ -6,7 +6,7 @@ the device); `make bench` holds it to within 5% of such a loop.
 A run can stop at any moment and continue bit for bit: the training state is a dict of stateful objects
 (model, optimizer, schedule, RNGs, position, record), saved and restored by one loop. The checkpoint writer
 (checkpoint.py) decides when last.pt and best.pt are written; TensorBoard writing is the board's
-(tensorboard_log.py); scoring the test split and drawing figures happen after `fit`, in the entry point.
+(reporting/tensorboard_log.py); scoring the test split and drawing figures happen after `fit`, in the entry point.
 
 Data-parallel (under torchrun, `world` a distributed.World of several processes): every rank draws the same
 order, steps through DistributedDataParallel on its share of each global batch (`batch_size` is the whole
@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -31,12 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from logitlab import ConfigError, checkpoint, rundir, runtime
-from logitlab.data import SplitData
-from logitlab.distributed import SOLO, StopVote, World
-from logitlab.objective import Objective
-from logitlab.scoring import as_float, logits as eval_logits, loss_and_right
-from logitlab.training_state import Position, Randomness, Record, copied
+from logitlab import ConfigError
+from logitlab.data.splits import SplitData
+from logitlab.reporting.scoring import as_float, logits as eval_logits, loss_and_right
+from logitlab.trainer import checkpoint, rundir, runtime
+from logitlab.trainer.console import epoch_line, progress_bar, run_summary
+from logitlab.trainer.distributed import SOLO, StopVote, World
+from logitlab.trainer.objective import Objective
+from logitlab.trainer.optimizer import grad_resetter, make_optimizer, stepper
+from logitlab.trainer.runtime import pick_device
+from logitlab.trainer.state import Position, Randomness, Record, copied
 
 log = logging.getLogger("logitlab")
 epoch_log = logging.getLogger("logitlab.epochs")  # one line per epoch; a progress bar stands in on a terminal
@@ -57,29 +60,6 @@ class Interrupted(BaseException):
 
     def __reduce__(self):  # joblib's workers send it back pickled: both arguments must travel
         return type(self), (self.signum, str(self))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise ConfigError(f"trainer.device={name} is not available here ({str(e).splitlines()[0]}); "
-                          f"available: {', '.join(available_devices())}") from None
-    return device
-
-
-def available_devices() -> list[str]:
-    """The trainer.device values this machine has (auto picks the first of cuda, mps, cpu)."""
-    cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    return ["auto", "cpu", *(["cuda", *cuda] if cuda else []), *(["mps"] if mps else [])]
 
 
 class Trainer:
@@ -159,7 +139,7 @@ class Trainer:
         step_model, eval_model = self._step_and_eval_models(model, world)
         vote = world.stop_vote()
         old_handlers = self.catch_signals(vote.hear if vote is not None else None)
-        bar = _progress_bar(self.progress and world.is_main, self.epochs, pos.epoch)
+        bar = progress_bar(self.progress and world.is_main, self.epochs, pos.epoch)
         try:
             if not pos.epoch and not pos.step:  # the initial weights: a run that diverges at once keeps them
                 writer.write(snapshot(), best=True)
@@ -292,7 +272,7 @@ class Trainer:
             pos.losses, pos.preds, pos.correct = [], [], None
         autocast = self._autocast()
         params = [p for p in model.parameters() if p.requires_grad] if self.grad_clip else None
-        zero_grad, opt_step = _grad_resetter(opt), _stepper(opt)
+        zero_grad, opt_step = grad_resetter(opt), stepper(opt)
         keep_layout = x.dim() == 4 and not x.is_contiguous()  # channels_last images (GPU): x[idx] keeps it
         for step in range(pos.step, math.ceil(n / bs)):
             if self.signal_received is not None:
@@ -388,55 +368,6 @@ class Trainer:
             signal.signal(sig, handler)
 
 
-def make_optimizer(factory: Callable, params: list) -> torch.optim.Optimizer:
-    """`factory(params)` with the optimizer's fused kernel where it has one for these parameters: one kernel
-    over all of them instead of a Python loop (Adam's step on a small CPU model is 2x faster). A config that
-    picks an implementation itself (`fused` or `foreach`) is left alone."""
-    keywords = getattr(factory, "keywords", None) or {}
-    if "fused" in keywords or "foreach" in keywords or "fused" not in inspect.signature(factory).parameters:
-        return factory(params)
-    try:
-        return factory(params, fused=True)
-    except (RuntimeError, ValueError):  # no fused kernel for this device, dtype or option combination
-        return factory(params)
-
-
-def _grad_resetter(opt: torch.optim.Optimizer) -> Callable[[], None]:
-    """`opt.zero_grad(set_to_none=True)`; for torch's own zero_grad, done here directly: its profiler and
-    dynamo wrappers cost ~10 us a step, 3% of a small model's step on CPU."""
-    if type(opt).zero_grad is not torch.optim.Optimizer.zero_grad:  # an optimizer with its own: use it
-        return lambda: opt.zero_grad(set_to_none=True)
-    params = [p for group in opt.param_groups for p in group["params"]]
-
-    def zero_grad() -> None:
-        for p in params:
-            p.grad = None
-    return zero_grad
-
-
-def _stepper(opt: torch.optim.Optimizer) -> Callable[[], None]:
-    """`opt.step()`, for torch's own Adam, AdamW and SGD without the two wrappers torch puts around it:
-    the first call of one imports torch._dynamo (1.9 s here, for a graph break that only torch.compile
-    needs) and every call opens a profiler range and runs the step hooks. The step inside, run under
-    no_grad as the wrapper runs it, is the same update. With torch.compile in use, step hooks, or a
-    differentiable optimizer, the wrapped step is called."""
-    import sys
-
-    unwrapped = type(opt).step
-    while hasattr(unwrapped, "__wrapped__"):  # profile_hook_step, then _use_grad_for_differentiable
-        unwrapped = unwrapped.__wrapped__
-    hooked = opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
-    if (type(opt) not in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) or "torch._dynamo" in sys.modules
-            or hooked or opt.defaults.get("differentiable") or unwrapped.__name__ != "step"):
-        return opt.step
-
-    def step() -> None:
-        with torch.no_grad():
-            unwrapped(opt)
-        opt._opt_called = True  # what the wrapper tells an LR schedule: step() was called
-    return step
-
-
 def _sum_partial_epoch(pos: Position, world: World) -> None:
     """The cut epoch's per-step loss parts and right predictions summed over the ranks, into `pos` (on every
     rank alike): the whole batches' means and count, which rank 0's checkpoint keeps as a solo run's would."""
@@ -450,51 +381,9 @@ def _channels_last(data: SplitData) -> SplitData:
     return replace(data, train=nhwc(data.train), val=nhwc(data.val), test=nhwc(data.test))
 
 
-def epoch_line(epoch: int, epochs: int, m: dict) -> str:
-    return (f"epoch {epoch}/{epochs}  train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "
-            f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  lr {m['lr']:.3g}  {m['seconds']:.2f}s")
-
-
-def run_summary(model: nn.Module, data: SplitData, device: torch.device, steps: int, batch_size: int,
-                processes: int = 1) -> str:
-    """What is about to train, as Keras' model.summary() and Lightning's start-of-fit lines say it."""
-    leaves = [(name, m) for name, m in model.named_modules() if name and not list(m.children())]
-    rows = [f"  {name:<20} {type(m).__name__:<18} {sum(p.numel() for p in m.parameters(recurse=False)):>9,}"
-            for name, m in leaves[:40]] + ([f"  ... and {len(leaves) - 40} more layers"] if len(leaves) > 40 else [])
-    loose = sum(p.numel() for p in model.parameters(recurse=False))  # e.g. a class token, position embeddings
-    rows += [f"  {'(own)':<20} {'Parameter':<18} {loose:>9,}"] if loose else []
-    total = sum(p.numel() for p in model.parameters())
-    return "\n".join([
-        f"{type(model).__name__}: {total:,} parameters", *rows,
-        f"device {device}, {torch.get_num_threads()} torch threads; {data.name}: train {len(data.train[1])}, "
-        f"val {len(data.val[1])}, test {len(data.test[1])}, input {tuple(data.input_shape)}, "
-        f"{data.num_classes} classes; batch {batch_size}, {steps} steps per epoch"
-        + (f", each batch shared by {processes} processes (DistributedDataParallel)" if processes > 1 else "")])
-
-
 class _NoWriter:
     """A data-parallel rank other than 0: rank 0 writes the checkpoints."""
 
     def epoch_end(self, *args, **kwargs) -> None: ...
     def write(self, *args, **kwargs) -> None: ...
     def close(self) -> None: ...
-
-
-class _NoBar:
-    def set_postfix_str(self, *args, **kwargs) -> None: ...
-    def update(self, n: int = 1) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress_bar(enabled: bool, total: int, initial: int):
-    """tqdm's bar on a terminal; nothing otherwise (a log file gets lines, not a bar)."""
-    if not (enabled and sys.stderr.isatty()):
-        return _NoBar()
-    import threading
-
-    from tqdm.auto import tqdm
-
-    # A thread lock, not tqdm's default multiprocessing one: a sweep's worker processes that are stopped
-    # (Ctrl-C) would leave that one's semaphore behind, and one process needs no more.
-    tqdm.set_lock(threading.RLock())
-    return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True)

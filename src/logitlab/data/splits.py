@@ -1,0 +1,80 @@
+"""What every data source returns: `SplitData`, the train / val / test tensors with their class names, and
+its `Normalisation`, the training split's per-channel statistics, which travel with the data (and with a
+run's checkpoint config) so that raw inputs are normalised the same way later. The trainer, predict,
+evaluate and export know the data only through these."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from logitlab import ConfigError
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """x = (raw - mean) / std per channel, with the statistics of the raw training split. Raw inputs are in
+    the units the dataset came in: 0..16 pixel counts for the digits, 0..255 for 8-bit images, MNIST-1D's
+    float signal. Predict and the exported models take raw inputs and apply this."""
+
+    mean: Tensor  # (C,)
+    std: Tensor  # (C,)
+    pixel_max: float | None = None  # the raw value of a white pixel (255; 16 for the digits); None: not images
+
+    @classmethod
+    def of(cls, train_x: Tensor, pixel_max: float | None = None) -> Normalisation:
+        dims = [0] + list(range(2, train_x.dim()))  # all but the channel axis
+        return cls(train_x.mean(dim=dims), train_x.std(dim=dims).clamp_min(1e-8), pixel_max)
+
+    def per_channel(self, rank: int) -> tuple[Tensor, Tensor]:
+        """mean and std shaped to broadcast over examples of `rank` axes: (C, 1) or (C, 1, 1)."""
+        shape = (-1,) + (1,) * (rank - 1)
+        return self.mean.reshape(shape), self.std.reshape(shape)
+
+    def __call__(self, raw: Tensor) -> Tensor:
+        mean, std = self.per_channel(raw.dim() - 1)
+        return (raw - mean) / std
+
+    def invert(self, x: Tensor) -> Tensor:
+        """Normalised inputs back in raw units (to rounding)."""
+        mean, std = self.per_channel(x.dim() - 1)
+        return x * std + mean
+
+    def to(self, device: torch.device | str) -> Normalisation:
+        return replace(self, mean=self.mean.to(device), std=self.std.to(device))
+
+
+@dataclass(frozen=True)
+class SplitData:
+    name: str
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    class_names: list[str]
+    # How raw inputs become the splits' inputs. None (tensors made by hand): they are used as given,
+    # mean 0 and std 1 per channel.
+    normalisation: Normalisation | None = None
+
+    def __post_init__(self):
+        if self.normalisation is None:
+            channels = self.train[0].shape[1]
+            object.__setattr__(self, "normalisation", Normalisation(torch.zeros(channels), torch.ones(channels)))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train[0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        if name not in ("train", "val", "test"):
+            raise ConfigError(f"split={name!r} is not a split; valid: train, val, test")
+        return getattr(self, name)
+
+    def to(self, device: torch.device | str) -> SplitData:
+        move = lambda xy: (xy[0].to(device), xy[1].to(device))  # noqa: E731
+        return replace(self, train=move(self.train), val=move(self.val), test=move(self.test),
+                       normalisation=self.normalisation.to(device))

@@ -1,0 +1,32 @@
+"""Fused training: the jobs of a sweep that differ only in values that keep tensor shapes train as one model.
+
+  stacked.py   N models of one shape as one: stacked weights, batched matmuls, one optimizer step for all
+  loop.py      which jobs fuse (`group_key`) and the group's training loop, Trainer.fit's epoch for epoch
+  group.py     a fused group of a sweep's jobs in one process: for each job what train.py does for one,
+               so that each job's directory ends up as its solo run's would (the sweeper calls it)
+
+stacked.py and loop.py see no config; group.py reads the jobs' composed configs, as train.py does.
+What logitlab.fused offered before it was a package (group_key, fit_group, Member) is found here on
+first use.
+
+May import (of logitlab): models, trainer, reporting, config, runs.
+"""
+
+_NAMES = {  # name -> the module of this package that defines it
+    'FUSIBLE_KEYS': 'loop',
+    'group_key': 'loop',
+    'Member': 'loop',
+    'fit_group': 'loop',
+}
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])

@@ -1,0 +1,33 @@
+"""Run directories: what a training job leaves in one, and a trained run read back.
+
+  job.py    what a job writes besides its checkpoints (versions.json, history.csv, metrics.json, the
+            HParams values) and whether its directory holds this config's finished run already
+  load.py   a trained run found and loaded: its checkpoint, the model and data rebuilt from the config
+            the checkpoint carries, the weights loaded strictly (for predict, evaluate and export)
+  cli.py    the key=value command lines of predict, evaluate and export, and their one-line errors
+
+`load_run`, `checkpoint_path` and `run_dir_of`, which logitlab.runs offered before it was a package,
+are found here on first use.
+
+May import (of logitlab): config, trainer, data.
+"""
+
+_NAMES = {  # name -> the module of this package that defines it
+    'CHECKPOINTS': 'load',
+    'checkpoint_path': 'load',
+    'run_dir_of': 'load',
+    'load_run': 'load',
+    'load_weights': 'load',
+}
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES])
