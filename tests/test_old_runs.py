@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,33 @@ def test_an_old_run_resumes(old_run):
     assert "resuming from epoch 1 of 2" in done.stderr
     assert [row.split(",")[0] for row in (old_run / "history.csv").read_text().splitlines()[1:]] == ["1", "2"]
     assert json.loads((old_run / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_code_written_against_the_flat_layout_still_imports():
+    """logitlab/_moved.py answers each old module path with the module at its new one (the same object);
+    the packages that took an old module's name offer its names; Hydra finds the targets that saved configs
+    name. Run in a fresh interpreter, so that nothing was imported before."""
+    script = r"""
+import importlib
+from hydra.utils import get_class, get_method
+import logitlab
+from logitlab._moved import MOVED
+
+for old, new in MOVED.items():
+    assert importlib.import_module(old) is importlib.import_module(new), old
+exec("from logitlab import checkpoint, scoring")
+exec("from logitlab.scoring import softmax")
+assert checkpoint is importlib.import_module("logitlab.trainer.checkpoint")
+assert softmax is importlib.import_module("logitlab.reporting.scoring").softmax
+exec("from logitlab.trainer import Interrupted, Trainer, make_optimizer, epoch_line, pick_device")
+assert Trainer is importlib.import_module("logitlab.trainer.loop").Trainer
+exec("from logitlab.runs import load_run, checkpoint_path")
+exec("from logitlab.fused import group_key, fit_group")
+assert get_class("logitlab.trainer.Trainer") is Trainer
+assert get_class("logitlab.models.MLP") is importlib.import_module("logitlab.models.zoo").MLP
+assert get_method("logitlab.data.load_digits") is importlib.import_module("logitlab.data.builtin").load_digits
+assert get_class("logitlab.data.SplitData") is importlib.import_module("logitlab.data.splits").SplitData
+print("ok", len(MOVED))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-3000:]
