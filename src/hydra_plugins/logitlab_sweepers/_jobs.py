@@ -1,5 +1,6 @@
-"""What both sweepers do around each job: run it (in the job's own process), read back how it ended,
-and decide how many jobs go out at once and on which GPU."""
+"""What both sweepers do around each job, in the sweeper's process: read back how it ended, decide how
+many jobs go out at once and on which GPU, and say how far the sweep has come. In the job's own process,
+_task.Task runs it."""
 from __future__ import annotations
 
 import json

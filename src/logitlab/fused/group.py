@@ -1,6 +1,6 @@
 """A fused group of a sweep's jobs, run in one process: for each job what train.run does for one (the
 finished-run check, versions.json, building its parts, TensorBoard, history.csv, the test scores of
-best.pt, metrics.json, train.log), with the training itself done together by fused.fit_group. The
+best.pt, metrics.json, train.log), with the training itself done together by loop.fit_group. The
 sweeper calls `run_group` with each job's composed config once Hydra's job directory is made."""
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ images (<sweep dir>/summary/), so `tensorboard --logdir <sweep dir>` shows them 
 the objective against each job's parameter count, against each swept value, and for an Optuna study
 (its journal file, or the database its multirun.yaml names) the parameters' importance.
 
-Drawn on matplotlib's Figure with the Agg canvas as logitlab.reporting.diagnostics does (no pyplot, no global backend)."""
+Drawn on matplotlib's Figure with the Agg canvas as logitlab.reporting.diagnostics does (no pyplot, no
+global backend)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -225,9 +225,11 @@ def log_figures(writer, model: nn.Module, x: Tensor, y: Tensor, class_names: lis
     conf, pred = probs.max(dim=1)
     cm = diagnostics.confusion_matrix(y, pred, len(class_names))
     cal = diagnostics.calibration(probs, y)
-    writer.add_image(f"{prefix}/confusion_matrix", diagnostics.to_image(diagnostics.plot_confusion_matrix(cm, class_names)),
+    writer.add_image(f"{prefix}/confusion_matrix",
+                     diagnostics.to_image(diagnostics.plot_confusion_matrix(cm, class_names)),
                      step, dataformats="HWC")
-    writer.add_image(f"{prefix}/reliability", diagnostics.to_image(diagnostics.plot_reliability(cal)), step, dataformats="HWC")
+    writer.add_image(f"{prefix}/reliability", diagnostics.to_image(diagnostics.plot_reliability(cal)), step,
+                     dataformats="HWC")
     writer.add_scalar(f"{prefix}/ece", cal["ece"], step)
     for name, recall in zip(class_names, diagnostics.per_class(cm)["recall"].tolist()):
         writer.add_scalar(f"{prefix}/class_acc/{name}", recall, step)

@@ -1,4 +1,4 @@
-"""How many intra-op threads a run uses.
+"""Where a run computes: the device it trains on (`pick_device`) and how many intra-op threads it uses.
 
 torch starts one intra-op thread per core. Its OpenMP threads spin while they wait for each
 other, so as soon as anything else runs on the machine (a second run, the other jobs of a sweep) a
