@@ -18,6 +18,7 @@ probabilities must match PyTorch's on the run's own test split within 1e-5.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -72,6 +73,11 @@ def export(run: str, checkpoint: str, format: str, out: str, trust_code: str = "
         raise ConfigError(f"{out_path} disagrees with PyTorch: max |probability difference| {diff:.2e} "
                           f"> {TOLERANCE:g} on the test split")
     print(f"wrote {out_path}: max |probability difference| vs PyTorch {diff:.1e} on {len(x)} raw test examples")
+    if data.reader is not None:  # the model takes encoded features: how raw examples become them
+        encoder = out_path.with_name(out_path.name.split(".")[0] + ".encoder.json")
+        encoder.write_text(json.dumps(data.reader.to_json(), indent=1) + "\n")
+        print(f"wrote {encoder}: the model takes inputs shaped (N, {', '.join(map(str, data.input_shape))}) "
+              f"made from raw examples as this file says")
 
 
 def write(model: nn.Module, normalisation: Normalisation, format: str, example: Tensor, out: Path) -> Runner:

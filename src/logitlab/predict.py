@@ -92,7 +92,11 @@ def write_csv(out: str, names: list[str], labels: Tensor | None, probs: Tensor, 
 
 # ---------------------------------------------------------------------------------------- reading inputs
 def read_inputs(path: Path, data: SplitData) -> tuple[Tensor, list[str]]:
-    """(x, one name per example) from an array file, an image file or a directory of images."""
+    """(x, one name per example) from the data source's own reader (a table's rows, a folder's images),
+    else from an array file, an image file or a directory of images."""
+    if data.reader is not None and data.reader.can_read(path):
+        raw, names = data.reader.read(path)
+        return data.normalisation(raw), names
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:

@@ -4,7 +4,9 @@ run's checkpoint config) so that raw inputs are normalised the same way later. T
 evaluate and export know the data only through these."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -45,6 +47,24 @@ class Normalisation:
         return replace(self, mean=self.mean.to(device), std=self.std.to(device))
 
 
+class RawReader(Protocol):
+    """A data source's own reading of raw examples, for predict's input= (and what export writes beside the
+    model): a table's rows by column name through its fitted encoders, images of any size resized as in
+    training. It gives the model's raw inputs, in the units `Normalisation` then standardises."""
+
+    def can_read(self, path: Path) -> bool:
+        """Whether `path` (a file or a directory) is for this reader; else predict reads it as an array."""
+        ...
+
+    def read(self, path: Path) -> tuple[Tensor, list[str]]:
+        """(raw inputs shaped (N, *input_shape), one name per example); bad input: ConfigError, one line."""
+        ...
+
+    def to_json(self) -> dict:
+        """What a user of an exported model needs to turn raw examples into its inputs, as JSON values."""
+        ...
+
+
 @dataclass(frozen=True)
 class SplitData:
     name: str
@@ -55,6 +75,9 @@ class SplitData:
     # How raw inputs become the splits' inputs. None (tensors made by hand): they are used as given,
     # mean 0 and std 1 per channel.
     normalisation: Normalisation | None = None
+    # How predict reads raw examples of this source (None: arrays shaped as the inputs, or image files of
+    # the inputs' size); rebuilt with the data, so it travels with the run as the normalisation does.
+    reader: RawReader | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.normalisation is None:
