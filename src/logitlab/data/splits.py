@@ -101,3 +101,29 @@ class SplitData:
         move = lambda xy: (xy[0].to(device), xy[1].to(device))  # noqa: E731
         return replace(self, train=move(self.train), val=move(self.val), test=move(self.test),
                        normalisation=self.normalisation.to(device))
+
+
+def check_fraction(key: str, value: float, low_open: bool = False) -> None:
+    """A fraction of the examples; the validation split must hold some (it picks best.pt and the objective)."""
+    if not isinstance(value, (int, float)) or not (0 < value < 1 if low_open else 0 <= value < 1):
+        why = "; best.pt and the objective are chosen on the validation split" if low_open else ""
+        raise ConfigError(f"data.{key}={value!r} must be in {'(0' if low_open else '[0'}, 1){why}")
+
+
+def stratified_split(labels: Tensor, val_fraction: float, test_fraction: float,
+                     seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(train, val, test) indices for a source without splits of its own: each class is shuffled by `seed`
+    and cut in the fractions asked for (rounded per class, at least one validation example per class that
+    has two or more), so every split holds the classes in the proportions of the whole."""
+    check_fraction("val_fraction", val_fraction, low_open=True)
+    check_fraction("test_fraction", test_fraction)
+    generator = torch.Generator().manual_seed(seed)
+    parts: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
+    for label in labels.unique(sorted=True):
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_test = round(test_fraction * len(members))
+        n_val = max(round(val_fraction * len(members)), int(len(members) - n_test >= 2))
+        for part, chosen in zip(parts, (members[n_test + n_val:], members[n_test:n_test + n_val], members[:n_test])):
+            part.append(chosen)
+    return tuple(torch.cat(part).sort().values for part in parts)  # type: ignore[return-value]
