@@ -348,6 +348,7 @@ def test_a_finished_run_may_train_longer_but_not_shorter(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- 7. Optuna study
+@pytest.mark.slow  # test_sweeps resumes a killed study in make test; this one adds the refusals
 def test_an_optuna_study_refuses_another_sampler_or_pruner_and_continues_to_more_trials(tmp_path):
     out = tmp_path / "s"
     args = ["-m", "hparams_search=mlp_random", "hydra.sweeper.n_trials=2", "trainer.epochs=1",

@@ -45,6 +45,9 @@ RESUME_EPOCHS = {"linear": 20, "mlp": 10, "cnn": 6, "gru": 3, "attention": 3}
 RESUME_EPOCHS_DEFAULT = 10  # a new model of unknown speed: safe to catch even if it is as fast as linear
 AFTER_TRAINING = ("predict", "evaluate", "torchscript", "onnx")  # ways that read the trained run
 WAYS = ("train", "resume", *AFTER_TRAINING)
+# On MNIST-1D the default suite trains and predicts; evaluating and exporting the same models on a second
+# shape (~10 s of CPU per ONNX export) are left to `make test-all`.
+SLOW_CELLS = {("mnist1d", way) for way in ("evaluate", "torchscript", "onnx")}
 ATOL = 1e-4
 SUBPROCESS_TIMEOUT = 600
 
@@ -424,6 +427,8 @@ CHECKS = {"train": check_train, "resume": check_resume, "predict": check_predict
           "onnx": lambda zoo, m, d: check_export(zoo, m, d, "onnx")}
 
 
-@pytest.mark.parametrize("model, data, way", CELLS, ids=["-".join(cell) for cell in CELLS])
+@pytest.mark.parametrize("model, data, way", [
+    pytest.param(*cell, id="-".join(cell), marks=[pytest.mark.slow] if cell[1:] in SLOW_CELLS else [])
+    for cell in CELLS])
 def test_cell(zoo, model, data, way):
     CHECKS[way](zoo, model, data)
