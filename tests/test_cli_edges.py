@@ -1,7 +1,8 @@
 """The command line's edges, through the CLI as a user meets them: every bad value is one line, exit
 status 2 and no run directory; a diverging run is one line naming its epoch; every command logitlab prints
 runs as printed in a new shell; a config directory of the user's own (hydra.searchpath, -cd, -cn) is
-honoured by the check, a sweep, and what reads the run afterwards (predict, evaluate, export)."""
+honoured by the check, a sweep, and what reads the run afterwards (predict, evaluate, export). Code of
+the user's own that such a directory names (and trust=) is test_own_code.py's."""
 from __future__ import annotations
 
 import json
@@ -264,26 +265,3 @@ def test_a_default_stands_for_its_type_unless_it_is_a_string_or_null():
 
     assert [value_types.type_of(v) for v in (0, 0.1, False, [64, 32], "auto", None)] == [
         int, float, bool, list[int], None, None]
-
-
-def test_predict_builds_a_run_of_the_users_own_data_module_when_trusted(tmp_path):
-    """A data `_target_` of the user's own (mydata.load, beside the config dir) trains through the
-    searchpath; predict refuses to run code a checkpoint names unless told the run is trusted, and then
-    imports it from the current directory, as the training did."""
-    (tmp_path / "mydata.py").write_text("from logitlab.data import load_digits\n\n\n"
-                                        "def load(val_fraction: float = 0.1):\n"
-                                        "    return load_digits(val_fraction=val_fraction)\n")
-    (tmp_path / "conf" / "data").mkdir(parents=True)
-    (tmp_path / "conf" / "data" / "mine.yaml").write_text("_target_: mydata.load\nval_fraction: 0.2\n")
-    run = tmp_path / "run"
-    trained = train(f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "data=mine", *FAST, f"hydra.run.dir={run}",
-                    cwd=tmp_path)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    refused_ = train(f"run={run}", module="logitlab.predict", cwd=tmp_path)
-    assert refused_.returncode == 1 and "trust_code=true" in one_line(refused_), refused_.stderr[-3000:]
-    trusted = train(f"run={run}", "trust_code=true", "out=-", module="logitlab.predict", cwd=tmp_path)
-    assert trusted.returncode == 0, trusted.stderr[-3000:]
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert f"test acc {metrics['test/acc']:.4f}" in trusted.stderr, trusted.stderr  # the run's own model and data
-    elsewhere = train(f"run={run}", "trust_code=true", module="logitlab.predict", cwd=run)  # mydata is not here
-    assert elsewhere.returncode == 1 and "No module named 'mydata'" in one_line(elsewhere), elsewhere.stderr

@@ -1,6 +1,6 @@
 """A metrics report for a trained run on any split of its data.
 
-  python -m logitlab.evaluate run=RUN [split=test] [bins=15] [out=FILE] [checkpoint=best]
+  python -m logitlab.evaluate run=RUN [split=test] [bins=15] [out=FILE] [checkpoint=best] [trust=MODULE]
   (or logitlab-evaluate)
 
   run=         a run directory (its checkpoints/best.pt, or checkpoint=last) or a checkpoint file
@@ -8,8 +8,10 @@
   bins=        equal-width confidence bins for the expected calibration error (default 15)
   out=         the JSON report (default RUN/eval_<split>.json); the confusion matrix and reliability
                diagram are written next to it as <name>_confusion_matrix.png and <name>_reliability.png
-  trust_code=  true: build a run whose config names code of your own (its data or model `_target_`,
-               importable from here); by default only logitlab's own is built from a checkpoint
+  trust=       MODULE[,MODULE]: modules of your own whose code the run's config may name (its data or
+               model `_target_`): trust=mymodels builds mymodels.TwoLayer, trust=mypkg mypkg.models.X.
+               Imported from the current directory or PYTHONPATH. By default a checkpoint builds only
+               logitlab's own data loaders and models
 
 Reports accuracy, NLL (mean cross-entropy; `<split>/loss` in metrics.json), expected calibration error,
 per-class precision / recall / F1 and the confusion matrix, and prints them as a table. With the default
@@ -25,16 +27,16 @@ import torch.nn.functional as F
 
 from logitlab.reporting import diagnostics
 from logitlab.reporting.scoring import logits, softmax
-from logitlab.runs.cli import as_bool, as_int, cli
+from logitlab.runs.cli import as_int, as_modules, cli
 from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
 
-OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "bins": "15", "out": "", "trust_code": "false"}
+OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "bins": "15", "out": "", "trust": ""}
 
 
-def evaluate(run: str, checkpoint: str, split: str, bins: str, out: str, trust_code: str = "false") -> None:
+def evaluate(run: str, checkpoint: str, split: str, bins: str, out: str, trust: str = "") -> None:
     n_bins = as_int("bins", bins, 1, 1000)
     path = checkpoint_path(run, checkpoint)
-    model, data, _ = load_run(path, trust_code=as_bool("trust_code", trust_code))
+    model, data, _ = load_run(path, trust=as_modules("trust", trust))
     x, y = data.split(split)
     report = {"run": str(run_dir_of(path)), "checkpoint": str(path), "split": split, "examples": len(y)}
     report.update(compute(logits(model, x), y, data.class_names, split, n_bins))

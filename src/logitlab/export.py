@@ -1,13 +1,15 @@
 """Export a trained run's model for use without logitlab.
 
-  python -m logitlab.export run=RUN [format=onnx] [out=FILE] [checkpoint=best]
+  python -m logitlab.export run=RUN [format=onnx] [out=FILE] [checkpoint=best] [trust=MODULE]
   (or logitlab-export)
 
   run=         a run directory (its checkpoints/best.pt, or checkpoint=last) or a checkpoint file
   format=      onnx (needs the extra: pip install 'logitlab[onnx]') or torchscript
   out=         the file to write (default RUN/model.onnx or RUN/model.torchscript.pt)
-  trust_code=  true: build a run whose config names code of your own (its data or model `_target_`,
-               importable from here); by default only logitlab's own is built from a checkpoint
+  trust=       MODULE[,MODULE]: modules of your own whose code the run's config may name (its data or
+               model `_target_`): trust=mymodels builds mymodels.TwoLayer, trust=mypkg mypkg.models.X.
+               Imported from the current directory or PYTHONPATH. By default a checkpoint builds only
+               logitlab's own data loaders and models
 
 The exported model takes a batch of raw inputs (any N, `input` of shape (N, *input_shape)) in the units
 the dataset came in: 0..16 pixel counts for the digits, 0..255 for 8-bit images, MNIST-1D's own signal.
@@ -30,10 +32,10 @@ from torch import Tensor, nn
 from logitlab import ConfigError
 from logitlab.data.splits import Normalisation
 from logitlab.reporting.scoring import probabilities, softmax
-from logitlab.runs.cli import UsageError, as_bool, cli
+from logitlab.runs.cli import UsageError, as_modules, cli
 from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
 
-OPTIONS = {"run": None, "checkpoint": "best", "format": "onnx", "out": "", "trust_code": "false"}
+OPTIONS = {"run": None, "checkpoint": "best", "format": "onnx", "out": "", "trust": ""}
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 TOLERANCE = 1e-5
 
@@ -56,13 +58,13 @@ class RawInputs(nn.Module):
         return z, softmax(z)
 
 
-def export(run: str, checkpoint: str, format: str, out: str, trust_code: str = "false") -> None:
+def export(run: str, checkpoint: str, format: str, out: str, trust: str = "") -> None:
     if format not in SUFFIXES:
         raise UsageError(f"format={format!r} is not known; valid: {', '.join(SUFFIXES)}")
     if out and not Path(out).parent.is_dir():  # now, not after the model is loaded and traced
         raise ConfigError(f"out={out}: folder {Path(out).parent} does not exist")
     path = checkpoint_path(run, checkpoint)
-    model, data, _ = load_run(path, trust_code=as_bool("trust_code", trust_code))
+    model, data, _ = load_run(path, trust=as_modules("trust", trust))
     out_path = Path(out) if out else run_dir_of(path) / f"model{SUFFIXES[format]}"
     x = data.test[0]
     raw = data.normalisation.invert(x)  # the test split in the dataset's own units

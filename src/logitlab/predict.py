@@ -1,6 +1,6 @@
 """Per-example softmax probabilities from a trained run.
 
-  python -m logitlab.predict run=RUN [split=test] [input=FILE] [out=FILE] [top_k=3] [checkpoint=best]
+  python -m logitlab.predict run=RUN [split=test] [input=FILE] [out=FILE] [top_k=3] [checkpoint=best] [trust=MODULE]
   (or logitlab-predict)
 
   run=         a run directory (its checkpoints/best.pt, or checkpoint=last) or a checkpoint file
@@ -16,8 +16,10 @@
   out=         .csv (default RUN/predictions_<split or input name>.csv; - for stdout) or .npy (the
                probabilities alone, (N, num_classes) float64)
   top_k=       how many of the most probable classes to list (default 3)
-  trust_code=  true: build a run whose config names code of your own (its data or model `_target_`,
-               importable from here); by default only logitlab's own is built from a checkpoint
+  trust=       MODULE[,MODULE]: modules of your own whose code the run's config may name (its data or
+               model `_target_`): trust=mymodels builds mymodels.TwoLayer, trust=mypkg mypkg.models.X.
+               Imported from the current directory or PYTHONPATH. By default a checkpoint builds only
+               logitlab's own data loaders and models
 
 The CSV has one row per example: input (row number or file name), label (for a split), predicted, the
 top-k classes with their probabilities, and prob_<class> for every class, named by the data's class names.
@@ -35,20 +37,20 @@ from torch import Tensor
 from logitlab import ConfigError
 from logitlab.data.splits import SplitData
 from logitlab.reporting.scoring import probabilities
-from logitlab.runs.cli import UsageError, as_bool, as_int, cli
+from logitlab.runs.cli import UsageError, as_int, as_modules, cli
 from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
 
 OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "input": "", "out": "", "top_k": "3",
-           "trust_code": "false"}
+           "trust": ""}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def predict(run: str, checkpoint: str, split: str, input: str, out: str, top_k: str,
-            trust_code: str = "false") -> None:
+            trust: str = "") -> None:
     if out and out != "-" and Path(out).suffix not in (".csv", ".npy"):
         raise UsageError(f"out={out} must end in .csv or .npy (or be - for stdout)")
     path = checkpoint_path(run, checkpoint)
-    model, data, _ = load_run(path, trust_code=as_bool("trust_code", trust_code))
+    model, data, _ = load_run(path, trust=as_modules("trust", trust))
     k = as_int("top_k", top_k, 1, data.num_classes)
     if input:
         x, names = read_inputs(Path(input), data)

@@ -6,7 +6,9 @@ a sweep that runs in this process, share the same tensors."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from logitlab import ConfigError
@@ -25,17 +27,23 @@ class ComponentError(Exception):
 
 
 def instantiate(node: Any, key: str = "", **kwargs: Any) -> Any:
-    """Hydra's `instantiate`. A component's own ConfigError surfaces as itself (one line), not wrapped;
-    any other error it raises while being built becomes a ComponentError naming `key`."""
+    """Hydra's `instantiate`, with code of the user's own importable (own_code_dirs). A component's own
+    ConfigError surfaces as itself (one line), not wrapped; any other error it raises while being built
+    becomes a ComponentError naming `key` (a target whose module is not found: where it was looked for)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
+    _own_code_importable()
     try:
         return hydra_instantiate(node, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__ or e
         if isinstance(cause, ConfigError):
             raise cause from None
+        missing = _not_found(node.get("_target_") if hasattr(node, "get") else None, cause)
+        if missing:
+            cause = ModuleNotFoundError(f"no module named {missing!r}; {where_own_code_is_imported_from()}",
+                                        name=missing)
         raise ComponentError(key, cause) from e
 
 
@@ -91,40 +99,69 @@ def run(cfg: Any, device: str | None = None) -> Run:
                objective=objective)
 
 
-def from_checkpoint(config: dict, origin: str, trust_code: bool = False) -> tuple[Any, Any]:
-    """(model, data) rebuilt from a checkpoint's own config. Only `logitlab.` targets are instantiated:
-    a checkpoint from elsewhere must not choose what code runs. `trust_code`: the user vouches for the
-    run (it is their own, with their own `_target_` modules, importable from here: the current directory
-    or PYTHONPATH), so its targets are instantiated whatever they are."""
+def from_checkpoint(config: dict, origin: str) -> tuple[Any, Any]:
+    """(model, data) rebuilt from a checkpoint's own config. It builds whatever the config's targets name:
+    the caller decides first which code a checkpoint may run (runs/load.py: logitlab's own, and the
+    modules the user trusts)."""
     from logitlab.trainer.checkpoint import CheckpointError
 
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("data", "model")):
         raise CheckpointError(f"{origin} carries no data and model config; it was not written by logitlab.train")
-    if not trust_code:
-        for group in ("data", "model"):
-            _check_targets(config[group], group, origin)
     try:
         split_data = data(config["data"])
         return model(config["model"], split_data), split_data
     except ComponentError as e:  # a target that cannot be imported or built here: why, in one line
-        imported = isinstance(e.cause, ImportError)
-        cause = e.cause.__cause__ if imported and e.cause.__cause__ else e.cause
-        where = "; run from the directory the training ran in, or put the module on PYTHONPATH" if imported else ""
+        cause = e.cause.__cause__ if isinstance(e.cause, ImportError) and e.cause.__cause__ else e.cause
         raise CheckpointError(f"{origin}: {e.key}._target_={config[e.key].get('_target_')!r} cannot be built "
-                              f"here ({type(cause).__name__}: {str(cause).strip().splitlines()[0]}){where}") from None
+                              f"here ({type(cause).__name__}: {str(cause).strip().splitlines()[0]})") from None
 
 
-def _check_targets(node: Any, key: str, origin: str) -> None:
-    from logitlab.trainer.checkpoint import CheckpointError
+# ---------------------------------------------------------------------------------------- code of your own
+def own_code_dirs() -> list[Path]:
+    """Where a `_target_` of the user's own (mymodels.TwoLayer) is imported from, besides PYTHONPATH: the
+    directory the command was given in, as `python -m` has it (a console script's sys.path lacks it), and,
+    while Hydra runs a command, the folder that holds each config directory of the user's own (-cd DIR,
+    hydra.searchpath=[file://DIR]): a project keeps its conf/ beside its mymodels.py, and a command given
+    from elsewhere finds both."""
+    from hydra.core.hydra_config import HydraConfig
 
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith("logitlab."):
-            raise CheckpointError(f"{origin}: config {key}._target_={target!r} is not a logitlab class or "
-                                  f"function; refusing to run code named by a checkpoint; if the run is yours, "
-                                  f"add trust_code=true")
-        for k, v in node.items():
-            _check_targets(v, f"{key}.{k}", origin)
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            _check_targets(v, f"{key}[{i}]", origin)
+    if not HydraConfig.initialized():
+        return [Path.cwd()]
+    runtime = HydraConfig.get().runtime
+    dirs = [Path(runtime.cwd) if runtime.get("cwd") else Path.cwd()]  # not the run dir, with hydra.job.chdir
+    for source in runtime.get("config_sources") or ():
+        if source.schema == "file" and source.provider != "main":  # main: logitlab's own conf/
+            dirs.append(Path(source.path).absolute().parent)
+    return list(dict.fromkeys(dirs))
+
+
+def where_own_code_is_imported_from() -> str:
+    """The rule of own_code_dirs, as a user's error message says it."""
+    cwd, *config_parents = own_code_dirs()
+    parents = f", the folder that holds your config directory ({', '.join(map(str, config_parents))})" \
+        if config_parents else ""
+    return f"code of your own is imported from the current directory ({cwd}){parents} or PYTHONPATH"
+
+
+def locate(target: str) -> Any:
+    """The object a `_target_` names, imported as `instantiate` imports it."""
+    from hydra._internal.utils import _locate  # hydra.utils.get_object, without its logged error
+
+    _own_code_importable()
+    return _locate(target)
+
+
+def _own_code_importable() -> None:
+    for folder in map(str, own_code_dirs()):
+        if folder not in sys.path:
+            sys.path.append(folder)  # after the installed packages: a user's file never shadows one
+
+
+def _not_found(target: Any, error: BaseException) -> str | None:
+    """The module of `target` itself that is not importable here (None: something else failed, such as a
+    module the user's module imports in turn, which the error names already)."""
+    cause = error.__cause__ if isinstance(error, ImportError) else None  # Hydra's "Error loading" wraps it
+    name = cause.name if isinstance(cause, ModuleNotFoundError) else None
+    if not isinstance(target, str) or not name or not (target == name or target.startswith(f"{name}.")):
+        return None
+    return name

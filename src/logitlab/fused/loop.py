@@ -38,7 +38,8 @@ _FUSIBLE_TARGETS = {"model": ("logitlab.models.SoftmaxRegression", "logitlab.mod
 
 def group_key(config: dict) -> str | None:
     """Jobs whose configs give the same key can train as one group; None: this one trains alone (its model
-    or optimizer does not stack, or it asks for torch.compile or weight histograms)."""
+    or optimizer does not stack, a model of the user's own among them, or it asks for torch.compile or
+    weight histograms). The data may be anyone's: every variant sees the same tensors."""
     import json
 
     if any(config.get(group, {}).get("_target_") not in targets for group, targets in _FUSIBLE_TARGETS.items()):

@@ -12,7 +12,9 @@ optimizers, so checkpoints keep the solo format: a variant resumes alone or in a
 Fusible: SoftmaxRegression, MLP and CNN (dense, conv, batch norm, pooling, elementwise activations,
 dropout). GRU runs in torch's fused RNN kernel, which takes one set of weights; stacking it means a
 hand-written recurrence, slower than the kernel it replaces. Attention would fuse (batched matmuls and a
-per-variant layer norm) but is not done yet.
+per-variant layer norm) but is not done yet. A model of the user's own (a `_target_` outside logitlab)
+trains alone: stacking replays forward() layer by layer (`_layers`), and only the zoo's models say in
+which order their forward() applies their layers; a user's forward() may do anything.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ console-script wrapper that turns a user's error into one line and an exit statu
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Callable
 
@@ -10,7 +11,8 @@ from logitlab import ConfigError
 
 
 class UsageError(ConfigError):
-    """A command line that does not parse; the command exits with status 2."""
+    """A command line that does not parse, or that lacks an option the message names; the command exits
+    with status 2."""
 
 
 def parse_args(argv: list[str], options: dict[str, str | None], usage: str) -> dict[str, str]:
@@ -42,10 +44,14 @@ def as_int(key: str, value: str, low: int, high: int) -> int:
     return number
 
 
-def as_bool(key: str, value: str) -> bool:
-    if value not in ("true", "false"):
-        raise UsageError(f"{key}={value!r} must be true or false")
-    return value == "true"
+def as_modules(key: str, value: str) -> tuple[str, ...]:
+    """`a,b.c` -> ("a", "b.c"): dotted module names, comma-separated ('' for none)."""
+    names = tuple(name.strip() for name in value.split(",")) if value else ()
+    bad = [name for name in names if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name)]
+    if bad:
+        raise UsageError(f"{key}={value!r}: {bad[0]!r} is not a module name; give modules, comma-separated "
+                         f"({key}=mymodels or {key}=mymodels,mydata)")
+    return names
 
 
 def cli(command: Callable[..., None], options: dict[str, str | None], usage: str,
