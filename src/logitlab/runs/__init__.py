@@ -3,7 +3,8 @@
   job.py    what a job writes besides its checkpoints (versions.json, history.csv, metrics.json, the
             HParams values) and whether its directory holds this config's finished run already
   load.py   a trained run found and loaded: its checkpoint, the model and data rebuilt from the config
-            the checkpoint carries, the weights loaded strictly (for predict, evaluate and export)
+            the checkpoint carries, the weights loaded strictly (for predict, evaluate and export), and
+            which code its config may run (logitlab's own, and the modules given by trust=)
   cli.py    the key=value command lines of predict, evaluate and export, and their one-line errors
 
 `load_run`, `checkpoint_path` and `run_dir_of`, which logitlab.runs offered before it was a package,
