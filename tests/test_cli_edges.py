@@ -59,9 +59,10 @@ def refused(r: subprocess.CompletedProcess, cwd: Path) -> str:
 # ---------------------------------------------------------------------------------------- 3. bad values
 @pytest.mark.parametrize("args, said", [
     (["seed=abc"], "seed=abc is not an integer (the type of its default, 0)"),
-    (["trainer.batch_size=1.5"], "trainer.batch_size=1.5 is not an integer"),
-    (["trainer.epochs=[3]"], "trainer.epochs=[3] is not an integer"),
-    (["optim.lr=abc"], "optim.lr=abc is not a number"),
+    # make test keeps one per rule (a default's type, a declared choice); the other types: make test-all
+    pytest.param(["trainer.batch_size=1.5"], "trainer.batch_size=1.5 is not an integer", marks=pytest.mark.slow),
+    pytest.param(["trainer.epochs=[3]"], "trainer.epochs=[3] is not an integer", marks=pytest.mark.slow),
+    pytest.param(["optim.lr=abc"], "optim.lr=abc is not a number", marks=pytest.mark.slow),
     (["schedule=onecycle", "+schedule.anneal_strategy=sin"], "schedule.anneal_strategy=sin is not one of cos, linear"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_a_value_of_the_wrong_type_is_one_line_naming_it(tmp_path, args, said):
@@ -74,7 +75,7 @@ def test_a_swept_value_of_the_wrong_type_is_refused_before_any_job(tmp_path):
     assert "seed=abc is not an integer" in refused(r, tmp_path)
 
 
-@pytest.mark.parametrize("device", ["cuda:99", "cuda"])
+@pytest.mark.parametrize("device", [pytest.param("cuda:99", marks=pytest.mark.slow), "cuda"])
 def test_a_device_that_is_not_here_is_one_line_saying_what_is(tmp_path, device):
     from logitlab.trainer import available_devices
 
@@ -231,6 +232,7 @@ def test_a_searchpath_option_that_is_missing_is_named_with_the_users_options(tmp
     assert "did you mean model=mine?" in refused(r, tmp_path)
 
 
+@pytest.mark.slow  # test_own_code runs a -cd sweep of the user's own in make test
 def test_a_sweep_with_a_config_dir_and_name_of_the_users_own(tmp_path, user_conf):
     """-cd adds the user's directory before logitlab's, -cn picks the user's primary config there."""
     (user_conf / "mine.yaml").write_text("defaults:\n  - config\n  - override model: mine\n  - _self_\n\n"
