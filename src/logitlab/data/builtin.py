@@ -16,14 +16,7 @@ import numpy as np
 import torch
 
 from logitlab import ConfigError
-from logitlab.data.splits import Normalisation, SplitData
-
-
-def _check_fraction(key: str, value: float, low_open: bool = False) -> None:
-    """A fraction of the examples; the validation split must hold some (it picks best.pt and the objective)."""
-    if not isinstance(value, (int, float)) or not (0 < value < 1 if low_open else 0 <= value < 1):
-        why = "; best.pt and the objective are chosen on the validation split" if low_open else ""
-        raise ConfigError(f"data.{key}={value!r} must be in {'(0' if low_open else '[0'}, 1){why}")
+from logitlab.data.splits import Normalisation, SplitData, check_fraction
 
 
 def _make_splits(name, x, y, test, val_n, split_seed, class_names, pixel_max=None) -> SplitData:
@@ -39,8 +32,8 @@ def _make_splits(name, x, y, test, val_n, split_seed, class_names, pixel_max=Non
 
 def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
     """scikit-learn's 8x8 digits (1797 images), as (N, 1, 8, 8)."""
-    _check_fraction("val_fraction", val_fraction, low_open=True)
-    _check_fraction("test_fraction", test_fraction)
+    check_fraction("val_fraction", val_fraction)
+    check_fraction("test_fraction", test_fraction)
     # The file sklearn.datasets.load_digits reads, read directly: importing scikit-learn costs ~1 s.
     sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
     raw = np.loadtxt(Path(sklearn_dir) / "datasets" / "data" / "digits.csv.gz", delimiter=",", dtype=np.float32)
@@ -58,7 +51,7 @@ def load_mnist1d(root: str = "~/.cache/logitlab", val_fraction: float = 0.1, spl
 
     Generated once by the `mnist1d` package (a few seconds) and cached as `<root>/mnist1d/mnist1d.npz`.
     """
-    _check_fraction("val_fraction", val_fraction, low_open=True)
+    check_fraction("val_fraction", val_fraction)
     path = Path(os.path.expanduser(root)) / "mnist1d" / "mnist1d.npz"
     if not path.exists():
         from mnist1d.data import get_dataset_args, make_dataset

@@ -103,10 +103,14 @@ class SplitData:
                        normalisation=self.normalisation.to(device))
 
 
-def check_fraction(key: str, value: float, low_open: bool = False) -> None:
-    """A fraction of the examples; the validation split must hold some (it picks best.pt and the objective)."""
-    if not isinstance(value, (int, float)) or not (0 < value < 1 if low_open else 0 <= value < 1):
-        why = "; best.pt and the objective are chosen on the validation split" if low_open else ""
+def check_fraction(key: str, value: float, low_open: bool = True) -> None:
+    """A fraction of the examples, in (0, 1): the validation split picks best.pt and the objective, and
+    the test split is what a finished run is scored on, so neither may be empty (`low_open=False` allows 0,
+    for a source that has a split of its own besides)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (0 < value < 1 if low_open else 0 <= value < 1):
+        why = {"val_fraction": ": best.pt and the objective are chosen on the validation split",
+               "test_fraction": ": a finished run is scored on the test split"}.get(key, "") if low_open else ""
         raise ConfigError(f"data.{key}={value!r} must be in {'(0' if low_open else '[0'}, 1){why}")
 
 
@@ -115,7 +119,7 @@ def stratified_split(labels: Tensor, val_fraction: float, test_fraction: float,
     """(train, val, test) indices for a source without splits of its own: each class is shuffled by `seed`
     and cut in the fractions asked for (rounded per class, at least one validation example per class that
     has two or more), so every split holds the classes in the proportions of the whole."""
-    check_fraction("val_fraction", val_fraction, low_open=True)
+    check_fraction("val_fraction", val_fraction)
     check_fraction("test_fraction", test_fraction)
     generator = torch.Generator().manual_seed(seed)
     parts: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
