@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install train test test-all tb tb-check bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity
+.PHONY: install train test test-all tb tb-check bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity exp-own-table
 
 install: $(VENV)/.installed
 
@@ -36,12 +36,13 @@ tb-check: install     ## HParams over a real sweep, read in headless Chromium (i
 	$(PY) -m pip install -q playwright
 	$(PY) tools/tb_check.py $(ARGS)
 
-bench: install        ## the trainer vs a hand-written loop, Lightning and Keras; sweep wall times fused vs unfused vs eadd62d
+bench: install        ## the trainer vs a hand-written loop, Lightning and Keras; a PNG folder vs ImageFolder; sweep wall times fused vs unfused vs eadd62d
 	$(PY) -m pip install -q -e '.[dev,onnx,bench]'
 	$(PY) bench/run.py
+	$(PY) bench/folder.py
 	$(PY) bench/overhead.py
 
-experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity  ## every study in experiments/ (~40 min)
+experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity exp-own-table  ## every study in experiments/ (~40 min)
 
 exp-zoo: install                   ## the MNIST-1D table and a cnn_nas search (~20 min)
 	PY=$(PY) bash experiments/mnist1d_zoo/run.sh
@@ -51,6 +52,9 @@ exp-from-logits: install           ## softmax->log->NLL against logits->CrossEnt
 
 exp-softmax-vs-logistic: install   ## two-class softmax regression is logistic regression (seconds)
 	$(PY) experiments/softmax_vs_logistic/run.py
+
+exp-own-table: install             ## a table of your own with text categories and blank cells, against scikit-learn (~20 s)
+	$(PY) experiments/own_table/run.py
 
 exp-capacity: install              ## depth x width x activation grid against mlp_nas (~15 min)
 	PY=$(PY) bash experiments/capacity/run.sh

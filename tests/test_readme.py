@@ -127,7 +127,7 @@ def _train_lines() -> list[tuple[str, list[str]]]:
         found = module_of(words)
         if found and found[0] == "logitlab.train" or Path(words[0]).name == "logitlab-train":
             args = found[1] if found else words[1:]
-            if OWN_CONFIG_DIR & set(args):
+            if OWN_CONFIG_DIR & set(args) or any(a.startswith("hydra.searchpath=") for a in args):
                 continue  # a config directory of the reader's own (e.g. made from best.yaml): not here
             kept, skip = [], False
             for a in args:

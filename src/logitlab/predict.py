@@ -13,6 +13,9 @@
                               (N, prod(input_shape)); a CSV may have a header; values must be finite
                  .png / .jpg  8-bit images (or a directory of them) of the model's height x width,
                               converted to its channels; 255 is the dataset's white (16 for the digits)
+               A run on data=table reads .csv / .tsv / .parquet rows by column name, in any order (the
+               label column is ignored), encoded as in training; a run on data=folder reads images (or a
+               directory of them) of any size, resized and converted as in training.
   out=         .csv (default RUN/predictions_<split or input name>.csv; - for stdout) or .npy (the
                probabilities alone, (N, num_classes) float64)
   top_k=       how many of the most probable classes to list (default 3)

@@ -16,4 +16,4 @@ May import (of logitlab): only ConfigError.
 """
 
 from logitlab.data.builtin import load_cifar10, load_digits, load_fashion_mnist, load_mnist, load_mnist1d
-from logitlab.data.splits import Normalisation, SplitData
+from logitlab.data.splits import Normalisation, SplitData, stratified_split
