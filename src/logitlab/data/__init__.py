@@ -5,7 +5,8 @@
   builtin.py   the built-in sources: scikit-learn's 8x8 digits, MNIST-1D, and torchvision's MNIST,
                Fashion-MNIST and CIFAR-10
   table.py     your own table (CSV, TSV, Parquet): columns encoded, fitted on the training split
-  folder.py    your own folder of images, one subfolder per class, decoded once and cached
+  folder.py    your own folder of images, one subfolder per class, and the reader of new images for predict
+  image_cache.py  a folder's images decoded once, in threads, and cached as uint8 under data.root
   arrays.py    your own arrays in an .npz file
 
 A config names a built-in source by its name here (conf/data/digits.yaml: `_target_: logitlab.data.load_digits`),
