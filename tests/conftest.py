@@ -72,3 +72,36 @@ def trained_run(tmp_path_factory) -> Path:
                    f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir
+
+
+# ------------------------------------------------------------------ commands of the data tests, side by side
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def in_parallel(*commands: tuple[str, ...], module: str = "logitlab.train"):
+    """Each command's CompletedProcess, run side by side (one torch thread each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
+        return list(pool.map(lambda args: run_cli(*args, module=module, env=SINGLE_THREADED), commands))
+
+
+def succeeded(done) -> str:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def one_line(done, status: int = 2) -> str:
+    """The one line a refused command prints: its exit status, no traceback, nothing else on stderr."""
+    assert done.returncode == status, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return lines[0]
+
+
+def split_sizes(run_dir: Path) -> tuple[int, int, int]:
+    """(train, val, test) as the run's summary line in train.log says them."""
+    import re
+
+    found = re.search(r"train (\d+), val (\d+), test (\d+)", (run_dir / "train.log").read_text())
+    return tuple(int(n) for n in found.groups())

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import CONF, run_cli
+from conftest import CONF, SINGLE_THREADED, in_parallel, one_line, run_cli, split_sizes, succeeded
 from logitlab import ConfigError
 from logitlab.config import build
 from logitlab.data import load_digits
@@ -31,37 +29,13 @@ from logitlab.data.splits import stratified_split
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = SINGLE_THREADED
 QUIET = ("trainer.progress=false", "trainer.figures=false")
 SHAPES = {  # how each file holds a digit: the 8x8 counts (0..16) as ...
     "features": lambda x: x.reshape(len(x), 64).astype(np.float32),  # (N, 64)
     "sequences": lambda x: x.astype(np.float32),  # (N, 8, 8): 8 channels of 8 steps
     "images": lambda x: (x[:, None] * 255 / 16).round().astype(np.uint8),  # (N, 1, 8, 8) 8-bit pixels
 }
-
-
-def in_parallel(*commands: tuple[str, ...], module: str = "logitlab.train"):
-    """Each command's CompletedProcess, run side by side."""
-    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
-        return list(pool.map(lambda args: run_cli(*args, module=module, env=ENV), commands))
-
-
-def succeeded(done) -> str:
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout + done.stderr
-
-
-def one_line(done, status: int = 2) -> str:
-    """The one line a refused command prints: its exit status, no traceback, nothing else on stderr."""
-    assert done.returncode == status, done.stderr[-3000:]
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    return lines[0]
-
-
-def split_sizes(run_dir: Path) -> tuple[int, int, int]:
-    found = re.search(r"train (\d+), val (\d+), test (\d+)", (run_dir / "train.log").read_text())
-    return tuple(int(n) for n in found.groups())
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,8 @@ The subprocesses of a test run side by side (one more than the cores, OMP_NUM_TH
 from __future__ import annotations
 
 import csv
-import os
 import re
 import statistics
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,44 +22,19 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CONF, run_cli
+from conftest import CONF, SINGLE_THREADED, in_parallel, one_line, run_cli, split_sizes, succeeded
 from logitlab import ConfigError
 from logitlab.data import load_digits
 from logitlab.data.folder import FolderReader, load_folder
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = SINGLE_THREADED
 QUIET = ("trainer.progress=false", "trainer.figures=false")
 # torchvision 0.29 deprecates its image decoders (for TorchCodec); they decode as before
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 TOLERANCE = 0.015  # mean test accuracy over SEEDS, folder vs data=digits: 5 of 359 test digits
 SEEDS = range(5)
-
-
-def in_parallel(*commands: tuple[str, ...], module: str = "logitlab.train"):
-    """Each command's CompletedProcess, run side by side."""
-    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
-        return list(pool.map(lambda args: run_cli(*args, module=module, env=ENV), commands))
-
-
-def succeeded(done) -> str:
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout + done.stderr
-
-
-def one_line(done, status: int = 2) -> str:
-    """The one line a refused command prints: its exit status, no traceback, nothing else on stderr."""
-    assert done.returncode == status, done.stderr[-3000:]
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    return lines[0]
-
-
-def split_sizes(run_dir: Path) -> tuple[int, int, int]:
-    """(train, val, test) as the run's summary line in train.log says them."""
-    found = re.search(r"train (\d+), val (\d+), test (\d+)", (run_dir / "train.log").read_text())
-    return tuple(int(n) for n in found.groups())
 
 
 # ---------------------------------------------------------------------------------------- the folders
