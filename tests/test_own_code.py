@@ -184,12 +184,13 @@ def _config(data: str = "logitlab.data.load_digits", model: str = "logitlab.mode
 
 @pytest.fixture
 def mypkg(tmp_path, monkeypatch):
-    """A package of the user's own, mypkg.models.Net, importable from the current directory."""
+    """A package of the user's own, mypkg.models.Net, importable from the current directory (put on sys.path
+    here: a pytest-xdist worker's path does not hold the directory it runs in, a command's does)."""
     (tmp_path / "mypkg").mkdir()
     (tmp_path / "mypkg" / "__init__.py").write_text("")
     (tmp_path / "mypkg" / "models.py").write_text("import os\n\n\nclass Net:\n    pass\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.syspath_prepend(str(tmp_path))
     yield
     for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
         del sys.modules[name]

@@ -231,7 +231,7 @@ def test_misspelled_keys_fail_fast_naming_the_valid_key_and_make_no_run_dir(tmp_
     (["trainer.batch_size=0"], "trainer.batch_size=0 must be a positive integer"),
     (["model=mlp", "model.hidden=[0]"], "model.hidden=[0] must be a non-empty list of positive integers"),
     (["model=resnet"], "model=resnet is not an option (valid: attention, cnn, gru, linear, mlp)"),
-    (["data=foo"], "data=foo is not an option (valid: cifar10, digits"),
+    (["data=foo"], "data=foo is not an option (valid: arrays, cifar10, digits"),
     (["data.val_fraction=0"], "data.val_fraction=0 must be in (0, 1)"),
     (["model=attention", "model.heads=5"], "model.dim=32 must be divisible by model.heads=5"),
     (["data=mnist", "data.root=/dev/null/mnist"], "put MNIST/raw/"),
