@@ -18,6 +18,9 @@ CONTENDERS = ["logitlab", "loop", "loop (default Adam)", "Lightning", "Lightning
 PEERS = {"Lightning": "lightning", "Lightning (lean)": "lightning", "Keras": "keras"}  # the `bench` extra
 COLD_START = ['`python -c "import torch"`', "hand-written loop script", "`python -m logitlab.train trainer.epochs=1`"]
 
+# ~15 s of CPU for the bench scripts' own plumbing: make test-all (make bench itself runs them in full)
+pytestmark = pytest.mark.slow
+
 
 def _installed(contender: str) -> bool:
     return contender not in PEERS or importlib.util.find_spec(PEERS[contender]) is not None

@@ -207,6 +207,7 @@ def searchpath_sweep(tmp_path_factory) -> Path:
     return tmp_path / "sweep"
 
 
+@pytest.mark.slow  # test_own_code sweeps over a searchpath and predicts its jobs in make test
 def test_a_sweep_with_a_searchpath_runs_and_predict_and_evaluate_read_its_jobs(searchpath_sweep, tmp_path):
     assert [_hidden(searchpath_sweep / n) for n in "01"] == [[5], [5]]
     job = searchpath_sweep / "0"

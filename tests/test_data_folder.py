@@ -75,6 +75,7 @@ def train(folder: Path, run_dir: Path, *overrides: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------- through the command line
+@pytest.mark.slow  # an accuracy study (5 seeds x 10 epochs, twice): make test-all
 def test_cnn_on_the_digits_folder_scores_as_on_data_digits_and_its_own_splits_are_used(digits, tmp_path):
     """The same examples in the same splits (next test): only their order within a split differs (class by
     class in a folder), and that alone moves one run's test accuracy by up to 5 points at 3 epochs (seed 2:

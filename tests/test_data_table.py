@@ -122,6 +122,7 @@ def runs(tables, tmp_path_factory) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------- (a) scores
+@pytest.mark.slow  # an accuracy study (5 splits x 200 epochs per table): make test-all
 @pytest.mark.parametrize("name", ["wine", "breast_cancer"])
 def test_softmax_regression_scores_as_scikit_learns_logistic_regression(name, tables, runs):
     from sklearn.linear_model import LogisticRegression
