@@ -105,3 +105,30 @@ def split_sizes(run_dir: Path) -> tuple[int, int, int]:
 
     found = re.search(r"train (\d+), val (\d+), test (\d+)", (run_dir / "train.log").read_text())
     return tuple(int(n) for n in found.groups())
+
+
+# ------------------------------------------------------------------ a run that stops itself after an epoch
+# As a user's Ctrl-C or a cluster's time limit would stop it, but deterministic: a signal sent from outside
+# may arrive after a short run has finished, or (checkpoints are spaced to ~1% of training) before any epoch
+# is on disk. Inert in a process without LOGITLAB_TEST_STOP_AT.
+STOP_HOOK = """
+import os
+if os.environ.get("LOGITLAB_TEST_STOP_AT"):
+    import signal
+    from logitlab.trainer import hooks
+
+    def _stop(epoch, metrics, at=int(os.environ["LOGITLAB_TEST_STOP_AT"]),
+              signum=getattr(signal, os.environ.get("LOGITLAB_TEST_SIGNAL", "SIGTERM"))):
+        if epoch == at:
+            os.kill(os.getpid(), signum)
+    hooks._listeners.append(_stop)
+"""
+
+
+def stop_after_epoch(hook_dir: Path, epoch: int = 1, signal_name: str = "SIGTERM", pythonpath: str | None = None) -> dict:
+    """The environment for a command that sends itself `signal_name` as `epoch` ends (a sitecustomize.py
+    written to `hook_dir`, put first on PYTHONPATH before `pythonpath`)."""
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    (hook_dir / "sitecustomize.py").write_text(STOP_HOOK)
+    return {"PYTHONPATH": os.pathsep.join([str(hook_dir), *filter(None, [pythonpath])]),
+            "LOGITLAB_TEST_STOP_AT": str(epoch), "LOGITLAB_TEST_SIGNAL": signal_name}

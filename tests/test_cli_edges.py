@@ -18,23 +18,10 @@ from typing import Literal
 import pytest
 import torch
 
+from conftest import stop_after_epoch
 from logitlab.trainer import checkpoint
 
 FAST = ["trainer.epochs=1", "trainer.progress=false", "trainer.figures=false"]
-# A run that stops itself at the end of epoch STOP_AT_EPOCH, as a user's Ctrl-C would: deterministic, where a
-# signal sent from outside could arrive after a short run has finished. Inert without LOGITLAB_TEST_STOP_AT.
-SITECUSTOMIZE = """
-import os
-if os.environ.get("LOGITLAB_TEST_STOP_AT"):
-    import signal
-    from logitlab.trainer import hooks
-
-    def _stop(epoch, metrics, at=int(os.environ["LOGITLAB_TEST_STOP_AT"]),
-              signum=getattr(signal, os.environ["LOGITLAB_TEST_SIGNAL"])):
-        if epoch == at:
-            os.kill(os.getpid(), signum)
-    hooks._listeners.append(_stop)
-"""
 
 
 def train(*args: str, cwd: Path, env: dict | None = None, module: str = "logitlab.train",
@@ -137,9 +124,7 @@ def _new_shell_env(tmp_path: Path) -> dict:
 
 def _stopped(args: list[str], cwd: Path, sig: signal.Signals, env: dict) -> str:
     """Run `args` until it stops itself with `sig` after epoch 1; the command it printed to resume."""
-    (cwd / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    stop = {"PYTHONPATH": os.pathsep.join([str(cwd), *filter(None, [env.get("PYTHONPATH")])]),
-            "LOGITLAB_TEST_STOP_AT": "1", "LOGITLAB_TEST_SIGNAL": sig.name}
+    stop = stop_after_epoch(cwd / "stop-hook", 1, sig.name, env.get("PYTHONPATH"))
     r = subprocess.run([sys.executable, "-m", "logitlab.train", *args], cwd=cwd, capture_output=True, text=True,
                        timeout=300, env={**env, **stop})
     assert r.returncode == 128 + sig, r.stderr[-3000:]
@@ -169,7 +154,7 @@ def test_a_stopped_run_resumes_by_its_printed_line_pasted_into_a_new_shell(tmp_p
 def test_a_stopped_sweep_resumes_by_its_printed_line_pasted_into_a_new_shell(tmp_path):
     sweep_dir = tmp_path / "multirun" / "data=digits,seed=0,1 sweep"
     env = _new_shell_env(tmp_path)
-    # one job at a time (not fused), so that the stop comes in job 0's epoch 1 (SITECUSTOMIZE's hook)
+    # one job at a time (not fused), so that the stop comes in job 0's epoch 1 (the stop hook)
     command = _stopped(["-m", "seed=0,1", "hydra.sweeper.fuse=false", "trainer.epochs=2", "trainer.progress=false",
                         f"hydra.sweep.dir=\"{sweep_dir}\""], tmp_path, signal.SIGINT, env)
     assert not (sweep_dir / "0" / "metrics.json").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, stop_after_epoch
 from logitlab.trainer import checkpoint
 
 FAST = ["trainer.epochs=1", "trainer.progress=false", "trainer.figures=false"]
@@ -38,18 +38,6 @@ MYDATA = '''from logitlab.data import load_digits
 
 def load(val_fraction: float = 0.1):
     return load_digits(val_fraction=val_fraction)
-'''
-# Stops a run with SIGTERM at the end of epoch 1, as a cluster's time limit would (test_cli_edges does the same).
-SITECUSTOMIZE = '''
-import os
-if os.environ.get("LOGITLAB_TEST_STOP_AT"):
-    import signal
-    from logitlab.trainer import hooks
-
-    def _stop(epoch, metrics, at=int(os.environ["LOGITLAB_TEST_STOP_AT"])):
-        if epoch == at:
-            os.kill(os.getpid(), signal.SIGTERM)
-    hooks._listeners.append(_stop)
 '''
 
 
@@ -81,11 +69,10 @@ def project(tmp_path_factory) -> Path:
 def own_model_run(project, tmp_path_factory) -> Path:
     """model=two trained for 2 epochs: stopped by SIGTERM after epoch 1, then resumed by the same command."""
     hooks = tmp_path_factory.mktemp("hooks")  # not the project: PYTHONPATH must not make mymodels importable
-    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     run = project / "runs" / "two"
     command = [f"hydra.searchpath=[file://{project / 'conf'}]", "model=two", "trainer.epochs=2",
                "trainer.progress=false", "trainer.figures=false", f"hydra.run.dir={run}"]
-    stopped = cli(*command, cwd=project, env={"PYTHONPATH": str(hooks), "LOGITLAB_TEST_STOP_AT": "1"})
+    stopped = cli(*command, cwd=project, env=stop_after_epoch(hooks, 1))
     assert stopped.returncode != 0 and "resume with:" in stopped.stderr, stopped.stderr[-3000:]
     assert len((run / "history.csv").read_text().splitlines()) == 2  # the header and epoch 1
     resumed = cli(*command, cwd=project)

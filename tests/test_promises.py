@@ -172,6 +172,7 @@ def test_sweep_direction_contradicting_its_objective_is_refused(tmp_path):
     assert not (tmp_path / "multirun").exists()
 
 
+@pytest.mark.slow  # the sweep's case above covers the direction rule
 def test_trainer_direction_contradicting_its_objective_is_refused(tmp_path):
     r = train("trainer.direction=maximize", "trainer.objective=val/loss", cwd=tmp_path)
     assert r.returncode == 2
@@ -204,6 +205,7 @@ def test_every_value_of_a_swept_key_is_checked_before_the_first_job(tmp_path):
     assert no_job_ran(tmp_path)
 
 
+@pytest.mark.slow  # the scalar case above covers the check of every swept value
 def test_every_list_value_of_a_swept_key_is_checked(tmp_path):
     r = train("-m", "model=mlp", "model.hidden=[8],[0]", cwd=tmp_path)
     assert r.returncode == 2
@@ -406,6 +408,7 @@ def test_tensorboard_test_tags_are_the_scores_of_best_pt(loss_run):
 
 
 # ---------------------------------------------------------------------------------------- 9. val split
+@pytest.mark.slow  # test_reliability refuses data.val_fraction=0 in make test
 def test_zero_validation_fraction_is_refused(tmp_path):
     r = train("data.val_fraction=0", cwd=tmp_path)
     assert r.returncode == 2
