@@ -24,6 +24,18 @@ if "LOGITLAB_DATA" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["LOGITLAB_DATA"], ignore_errors=True)
 
 
+# The longest files first: pytest-xdist's loadfile hands out whole files in collection order, so a long file
+# begun last would keep one worker busy while the other has nothing left. The rest stay in name order.
+LONGEST_FIRST = ("test_zoo_cli.py", "test_fused.py", "test_sweeps.py", "test_reliability.py", "test_promises.py",
+                 "test_hydra_conformance.py", "test_data_table.py", "test_data_arrays.py", "test_data_folder.py",
+                 "test_own_code.py", "test_cli_edges.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def compose_config(overrides=()):
     """The task config composed from conf/ as `logitlab.train` composes it (HydraConfig set, `hydra` removed)."""
     GlobalHydra.instance().clear()

@@ -109,22 +109,32 @@ def table_args(tables, name: str) -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def runs(tables, tmp_path_factory) -> dict[str, Path]:
-    """Softmax regression over 5 splits of wine and of breast cancer (sweeps), and one run on the mixed table."""
+    """Softmax regression on wine (split 0) and on the mixed table: the runs predict and export read."""
     folder = tmp_path_factory.mktemp("runs")
-    splits = f"data.split_seed={','.join(map(str, SPLIT_SEEDS))}"
-    done = in_parallel(*((TRAIN, "-m", *table_args(tables, name), splits, *LINEAR, *QUIET,
-                          f"hydra.sweep.dir={folder / name}") for name in ("wine", "breast_cancer")),
-                       (TRAIN, *table_args(tables, "mixed"), *LINEAR, *QUIET, f"hydra.run.dir={folder / 'mixed'}"))
+    done = in_parallel(*((TRAIN, *table_args(tables, name), *LINEAR, *QUIET, f"hydra.run.dir={folder / name}")
+                         for name in ("wine", "mixed")))
     for d in done:
         assert d.returncode == 0, d.stderr[-3000:]
     (folder / "mixed" / "output.txt").write_text(done[-1].stdout + done[-1].stderr)
-    return {name: folder / name for name in ("wine", "breast_cancer", "mixed")}
+    return {name: folder / name for name in ("wine", "mixed")}
+
+
+@pytest.fixture(scope="module")
+def studies(tables, tmp_path_factory) -> dict[str, Path]:
+    """Softmax regression over 5 splits of wine and of breast cancer (a sweep each)."""
+    folder = tmp_path_factory.mktemp("studies")
+    splits = f"data.split_seed={','.join(map(str, SPLIT_SEEDS))}"
+    done = in_parallel(*((TRAIN, "-m", *table_args(tables, name), splits, *LINEAR, *QUIET,
+                          f"hydra.sweep.dir={folder / name}") for name in ("wine", "breast_cancer")))
+    for d in done:
+        assert d.returncode == 0, d.stderr[-3000:]
+    return {name: folder / name for name in ("wine", "breast_cancer")}
 
 
 # ---------------------------------------------------------------------------------------- (a) scores
 @pytest.mark.slow  # an accuracy study (5 splits x 200 epochs per table): make test-all
 @pytest.mark.parametrize("name", ["wine", "breast_cancer"])
-def test_softmax_regression_scores_as_scikit_learns_logistic_regression(name, tables, runs):
+def test_softmax_regression_scores_as_scikit_learns_logistic_regression(name, tables, studies):
     from sklearn.linear_model import LogisticRegression
 
     frame = pd.read_csv(tables[name])
@@ -142,7 +152,7 @@ def test_softmax_regression_scores_as_scikit_learns_logistic_regression(name, ta
         assert np.allclose(data.test[0].numpy(), (x[test] - mean) / std, atol=1e-4)
         fitted = LogisticRegression(max_iter=5000).fit((x[train] - mean) / std, y[train])
         theirs.append(fitted.score((x[test] - mean) / std, y[test]))
-        ours.append(json.loads((runs[name] / str(seed) / "metrics.json").read_text())["test/acc"])
+        ours.append(json.loads((studies[name] / str(seed) / "metrics.json").read_text())["test/acc"])
     print(f"{name}: logitlab {np.round(ours, 4)} mean {np.mean(ours):.4f}; "
           f"scikit-learn {np.round(theirs, 4)} mean {np.mean(theirs):.4f}")
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.02, (ours, theirs)
@@ -160,7 +170,7 @@ def test_predict_reads_the_columns_by_name_in_any_order(tables, runs, tmp_path):
     from logitlab.reporting.scoring import probabilities
     from logitlab.runs import load_run
 
-    run = runs["wine"] / "0"
+    run = runs["wine"]
     frame = pd.read_csv(tables["wine"])
     columns = list(np.random.default_rng(0).permutation([c for c in frame.columns if c != "cultivar"]))
     frame[columns].assign(note="not a feature").to_csv(tmp_path / "shuffled.csv", index=False)  # no label
@@ -290,7 +300,7 @@ def test_bad_input_is_one_line_before_any_run_directory(tables, runs, tmp_path):
     }
     commands = [(TRAIN, "data=table", *args, *QUIET, f"hydra.run.dir={tmp_path / f'run{i}'}")
                 for i, args in enumerate(cases)]
-    *done, predicted = in_parallel(*commands, (PREDICT, f"run={runs['wine'] / '0'}", f"input={tmp_path / 'rows.csv'}"))
+    *done, predicted = in_parallel(*commands, (PREDICT, f"run={runs['wine']}", f"input={tmp_path / 'rows.csv'}"))
     for i, (d, said) in enumerate(zip(done, cases.values())):
         line = one_line(d, 2)
         assert all(s in line for s in said), (commands[i], line)

@@ -127,6 +127,7 @@ def test_best_yaml_is_an_experiment_preset_for_the_best_job(tmp_path):
     assert OmegaConf.create(shown.stdout) == job_cfg
 
 
+@pytest.mark.slow  # Hydra's launcher suite runs the joblib launcher under this sweeper in make test
 def test_joblib_launcher_runs_parallel_jobs_one_gpu_each(tmp_path):
     out = tmp_path / "s"
     r = sweep("x=0.1,0.2,0.3,0.4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
