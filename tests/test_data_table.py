@@ -168,7 +168,7 @@ def read_probabilities(path: Path) -> tuple[list[str], np.ndarray]:
 
 def test_predict_reads_the_columns_by_name_in_any_order(tables, runs, tmp_path):
     from logitlab.reporting.scoring import probabilities
-    from logitlab.runs import load_run
+    from logitlab.rundirs import load_run
 
     run = runs["wine"]
     frame = pd.read_csv(tables["wine"])
@@ -189,7 +189,7 @@ def test_predict_reads_the_columns_by_name_in_any_order(tables, runs, tmp_path):
 
 # ---------------------------------------------------------------------------------------- (c) categories, holes
 def test_categories_and_missing_values_train_and_an_unseen_category_predicts(tables, runs, tmp_path):
-    from logitlab.runs import load_run
+    from logitlab.rundirs import load_run
 
     run = runs["mixed"]
     # logged while the command line is checked, by Hydra's own logging then: on stdout, not in train.log
@@ -342,7 +342,7 @@ def test_other_bad_tables_are_one_line(tmp_path):
 # ---------------------------------------------------------------------------------------- (e) export
 def test_export_writes_the_encoder_that_turns_rows_into_the_models_inputs(tables, runs, tmp_path):
     from logitlab.reporting.scoring import probabilities
-    from logitlab.runs import load_run
+    from logitlab.rundirs import load_run
 
     run = runs["mixed"]
     done = run_cli(f"run={run}", "format=torchscript", module=EXPORT, env=ENV)

@@ -13,7 +13,7 @@ from conftest import CONF, run_cli
 from logitlab.data import Normalisation
 from logitlab.export import main, write
 from logitlab.reporting.scoring import probabilities
-from logitlab.runs import load_run
+from logitlab.rundirs import load_run
 
 MODEL_FILES = sorted((CONF / "model").glob("*.yaml"))
 # raw units and statistics like the real datasets': digits pixel counts 0..16, MNIST-1D's signal

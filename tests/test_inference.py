@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from logitlab import evaluate, export, predict
-from logitlab.runs import load_run
-from logitlab.runs.cli import UsageError, parse_args
+from logitlab.rundirs import load_run
+from logitlab.rundirs.cli import UsageError, parse_args
 from logitlab.trainer.checkpoint import CheckpointError, load as load_checkpoint
 
 

@@ -184,7 +184,7 @@ def mypkg(tmp_path, monkeypatch):
 
 
 def test_trust_covers_a_module_and_everything_under_it(mypkg):
-    from logitlab.runs.load import UntrustedCode, check_targets
+    from logitlab.rundirs.load import UntrustedCode, check_targets
 
     check_targets(_config(model="mypkg.models.Net"), ("mypkg",), Path("ck.pt"))
     check_targets(_config(model="mypkg.models.Net"), ("mypkg.models",), Path("ck.pt"))
@@ -200,23 +200,23 @@ def test_trust_covers_a_module_and_everything_under_it(mypkg):
 def test_code_reached_through_a_trusted_module_is_still_refused(mypkg, target, said):
     """What a name reaches is judged by where it was defined: a trusted module's (or logitlab's) imports
     are not its code."""
-    from logitlab.runs.load import UntrustedCode, check_targets
+    from logitlab.rundirs.load import UntrustedCode, check_targets
 
     with pytest.raises(UntrustedCode, match=said):
         check_targets(_config(model=target), ("mypkg",), Path("ck.pt"))
 
 
 def test_a_data_config_may_name_only_logitlabs_data_loaders():
-    from logitlab.runs.load import UntrustedCode, check_targets
+    from logitlab.rundirs.load import UntrustedCode, check_targets
 
     check_targets(_config(data="logitlab.data.load_mnist1d"), (), Path("ck.pt"))
-    with pytest.raises(UntrustedCode, match=r"data._target_='logitlab.runs.job.write_json' is not a logitlab data"):
-        check_targets(_config(data="logitlab.runs.job.write_json"), (), Path("ck.pt"))
+    with pytest.raises(UntrustedCode, match=r"data._target_='logitlab.rundirs.job.write_json' is not a logitlab data"):
+        check_targets(_config(data="logitlab.rundirs.job.write_json"), (), Path("ck.pt"))
 
 
 @pytest.mark.parametrize("value", ["my-models", "mymodels,", ".mymodels", "my models"])
 def test_trust_takes_module_names(value):
-    from logitlab.runs.cli import UsageError, as_modules
+    from logitlab.rundirs.cli import UsageError, as_modules
 
     assert as_modules("trust", "mymodels, mypkg.sub") == ("mymodels", "mypkg.sub")
     with pytest.raises(UsageError, match="is not a module name"):

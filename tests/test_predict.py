@@ -13,7 +13,7 @@ from logitlab.data import Normalisation, SplitData
 from logitlab.models import SoftmaxRegression
 from logitlab.predict import main, read_images
 from logitlab.reporting.scoring import logits, probabilities, softmax
-from logitlab.runs import load_run
+from logitlab.rundirs import load_run
 
 
 def read_csv(path):

@@ -383,7 +383,7 @@ def test_an_optuna_study_refuses_another_sampler_or_pruner_and_continues_to_more
 def test_tensorboard_test_tags_are_the_scores_of_best_pt(loss_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from logitlab.runs import load_run
+    from logitlab.rundirs import load_run
 
     m = metrics(loss_run)
     assert m["best_epoch"] < m["epochs"], m  # otherwise best and final weights would be the same

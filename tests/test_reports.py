@@ -11,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from logitlab.models import CNN
 from logitlab.reporting.diagnostics import plot_misclassified
 from logitlab.reporting.tensorboard_log import log_figures, log_graph
-from logitlab.runs import load_run
+from logitlab.rundirs import load_run
 
 
 def read_events(log_dir) -> EventAccumulator:

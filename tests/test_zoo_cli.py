@@ -124,7 +124,7 @@ class Zoo:
     def loaded(self, model: str, data: str):
         """The trained run's PyTorch model and data (load_run), loaded once for both exports."""
         if (model, data) not in self._loaded:  # the tests' thread only
-            from logitlab.runs import load_run
+            from logitlab.rundirs import load_run
 
             self._loaded[(model, data)] = load_run(self.run_dir(model, data))[:2]
         return self._loaded[(model, data)]

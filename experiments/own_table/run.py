@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from logitlab.data.splits import stratified_split  # noqa: E402
 from logitlab.reporting.scoring import probabilities  # noqa: E402
-from logitlab.runs import load_run  # noqa: E402
+from logitlab.rundirs import load_run  # noqa: E402
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]

@@ -5,7 +5,7 @@ The entry points sit on top and nothing imports them: train, predict, evaluate, 
 __init__.py names, and docs/architecture.md walks a run and a sweep through them:
 
   fused/      jobs of a sweep that differ only in values trained as one stacked model
-  runs/       a run directory: what a training job leaves in it, and a trained run read back
+  rundirs/    a run directory: what a training job leaves in it, and a trained run read back
   config/     config to objects (the one call of Hydra's instantiate) and the check of a command line
   trainer/    the training of one model: the loop, its state, checkpoints, data-parallel, threads
   data/       datasets as whole tensors with their normalisation

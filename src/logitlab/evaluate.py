@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from logitlab.reporting import diagnostics
 from logitlab.reporting.scoring import logits, softmax
-from logitlab.runs.cli import as_int, as_modules, cli
-from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
+from logitlab.rundirs.cli import as_int, as_modules, cli
+from logitlab.rundirs.load import checkpoint_path, load_run, run_dir_of
 
 OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "bins": "15", "out": "", "trust": ""}
 

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from logitlab import ConfigError
 from logitlab.data.splits import Normalisation
 from logitlab.reporting.scoring import probabilities, softmax
-from logitlab.runs.cli import UsageError, as_modules, cli
-from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
+from logitlab.rundirs.cli import UsageError, as_modules, cli
+from logitlab.rundirs.load import checkpoint_path, load_run, run_dir_of
 
 OPTIONS = {"run": None, "checkpoint": "best", "format": "onnx", "out": "", "trust": ""}
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}

@@ -40,8 +40,8 @@ from torch import Tensor
 from logitlab import ConfigError
 from logitlab.data.splits import SplitData
 from logitlab.reporting.scoring import probabilities
-from logitlab.runs.cli import UsageError, as_int, as_modules, cli
-from logitlab.runs.load import checkpoint_path, load_run, run_dir_of
+from logitlab.rundirs.cli import UsageError, as_int, as_modules, cli
+from logitlab.rundirs.load import checkpoint_path, load_run, run_dir_of
 
 OPTIONS = {"run": None, "checkpoint": "best", "split": "test", "input": "", "out": "", "top_k": "3",
            "trust": ""}

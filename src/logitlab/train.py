@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from logitlab import ConfigError
 from logitlab.config import build
-from logitlab.runs import job
+from logitlab.rundirs import job
 from logitlab.trainer import hooks, rundir
 from logitlab.trainer.distributed import SOLO, World
 

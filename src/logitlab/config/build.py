@@ -101,7 +101,7 @@ def run(cfg: Any, device: str | None = None) -> Run:
 
 def from_checkpoint(config: dict, origin: str) -> tuple[Any, Any]:
     """(model, data) rebuilt from a checkpoint's own config. It builds whatever the config's targets name:
-    the caller decides first which code a checkpoint may run (runs/load.py: logitlab's own, and the
+    the caller decides first which code a checkpoint may run (rundirs/load.py: logitlab's own, and the
     modules the user trusts)."""
     from logitlab.trainer.checkpoint import CheckpointError
 

@@ -9,7 +9,7 @@ stacked.py and loop.py see no config; group.py reads the jobs' composed configs,
 What logitlab.fused offered before it was a package (group_key, fit_group, Member) is found here on
 first use.
 
-May import (of logitlab): models, trainer, reporting, config, runs.
+May import (of logitlab): models, trainer, reporting, config, rundirs.
 """
 
 _NAMES = {  # name -> the module of this package that defines it

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from logitlab.config import build
 from logitlab.fused import loop, stacked
-from logitlab.runs import job
+from logitlab.rundirs import job
 from logitlab.trainer import evaluation, runtime
 from logitlab.trainer.state import Record
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from logitlab.config import build
 from logitlab.data.splits import SplitData
-from logitlab.runs.cli import UsageError
+from logitlab.rundirs.cli import UsageError
 from logitlab.trainer.checkpoint import CheckpointError, load as load_checkpoint
 
 CHECKPOINTS = ("best", "last")

@@ -7,7 +7,8 @@
             which code its config may run (logitlab's own, and the modules given by trust=)
   cli.py    the key=value command lines of predict, evaluate and export, and their one-line errors
 
-`load_run`, `checkpoint_path` and `run_dir_of`, which logitlab.runs offered before it was a package,
+`load_run`, `checkpoint_path` and `run_dir_of`, which the flat layout's logitlab.runs module offered (that path
+still imports, as this package),
 are found here on first use.
 
 May import (of logitlab): config, trainer, data.
