@@ -21,3 +21,21 @@ _moved.install()  # the flat layout's module paths still import
 
 class ConfigError(ValueError):
     """A user's input is invalid; the message is one line naming the key, value or file and what is valid."""
+
+
+def names_on_first_use(package: str, names: dict[str, str]):
+    """A package's `__getattr__` and `__dir__` (PEP 562) offering `names` (name -> the module of the package
+    that defines it), each imported on first use: importing a light module of the package does not load
+    the heavy one beside it. Used by the packages that kept the names of the flat modules they replaced."""
+    import sys
+    from importlib import import_module
+
+    def __getattr__(name: str):
+        if name in names:
+            return getattr(import_module(f"{package}.{names[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted([*vars(sys.modules[package]), *names])
+
+    return __getattr__, __dir__

@@ -12,6 +12,8 @@ first use.
 May import (of logitlab): models, trainer, reporting, config, rundirs.
 """
 
+from logitlab import names_on_first_use
+
 _NAMES = {  # name -> the module of this package that defines it
     'FUSIBLE_KEYS': 'loop',
     'group_key': 'loop',
@@ -19,14 +21,4 @@ _NAMES = {  # name -> the module of this package that defines it
     'fit_group': 'loop',
 }
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        from importlib import import_module
-
-        return getattr(import_module(f"{__name__}.{_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_NAMES])
+__getattr__, __dir__ = names_on_first_use(__name__, _NAMES)

@@ -14,6 +14,8 @@ are found here on first use.
 May import (of logitlab): config, trainer, data.
 """
 
+from logitlab import names_on_first_use
+
 _NAMES = {  # name -> the module of this package that defines it
     'CHECKPOINTS': 'load',
     'checkpoint_path': 'load',
@@ -22,14 +24,4 @@ _NAMES = {  # name -> the module of this package that defines it
     'load_weights': 'load',
 }
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        from importlib import import_module
-
-        return getattr(import_module(f"{__name__}.{_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_NAMES])
+__getattr__, __dir__ = names_on_first_use(__name__, _NAMES)

@@ -20,6 +20,8 @@ offered before it was a package are found here on first use, so that importing a
 May import (of logitlab): data, reporting.
 """
 
+from logitlab import names_on_first_use
+
 _NAMES = {  # name -> the module of this package that defines it
     'Diverged': 'loop',
     'Interrupted': 'loop',
@@ -31,14 +33,4 @@ _NAMES = {  # name -> the module of this package that defines it
     'run_summary': 'console',
 }
 
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        from importlib import import_module
-
-        return getattr(import_module(f"{__name__}.{_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_NAMES])
+__getattr__, __dir__ = names_on_first_use(__name__, _NAMES)
