@@ -16,7 +16,7 @@ def test_digits_splits_are_disjoint_fixed_and_normalised():
     assert data.input_shape == (1, 8, 8) and data.num_classes == 10
     sizes = [len(s[0]) for s in (data.train, data.val, data.test)]
     assert sum(sizes) == 1797 and sizes[2] == round(0.2 * 1797)
-    x = data.train[0]
+    x = data.inputs(data.train[0])
     assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-3
     again, other = load_digits(), load_digits(split_seed=1)
     assert torch.equal(again.test[0], data.test[0])
@@ -59,7 +59,8 @@ def test_torchvision_loaders_read_real_idx_files(tmp_path, loader, folder):
     data = loader(root=str(tmp_path), val_size=50)
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10
     assert [len(s[0]) for s in (data.train, data.val, data.test)] == [250, 50, 100]
-    assert data.train[0].dtype == torch.float32 and abs(data.train[0].mean()) < 1e-4
+    assert data.train[0].dtype == torch.uint8  # 8-bit images rest as they are: a quarter of float32's bytes
+    assert abs(data.inputs(data.train[0]).mean()) < 1e-4  # normalised per batch, as the model takes them
     assert data.normalisation.pixel_max == 255 and 0 < data.normalisation.mean.item() < 255  # raw 8-bit units
     if folder == "FashionMNIST":
         assert data.class_names[0] == "T-shirt/top"
@@ -89,13 +90,13 @@ def test_the_normalisation_travels_with_the_data_and_reproduces_every_split():
     data = load_digits()
     norm = data.normalisation
     assert norm.mean.shape == norm.std.shape == (1,) and norm.pixel_max == 16
-    raw_train = norm.invert(data.train[0]).round()  # raw digits are whole pixel counts
+    raw_train = data.raw(data.train[0]).round()  # raw digits are whole pixel counts
     assert raw_train.min() == 0 and raw_train.max() == 16
     assert torch.allclose(norm.mean, raw_train.mean(), atol=1e-5) and torch.allclose(norm.std, raw_train.std())
     raw = _raw_digits()
-    for x, _ in (data.train, data.val, data.test):  # every split is norm(raw), exactly
-        restored = norm.invert(x).round()
-        assert torch.equal(norm(restored), x)
+    for x, _ in (data.train, data.val, data.test):  # every split rests raw, and its inputs are norm(raw)
+        restored = data.raw(x)
+        assert x.dtype == torch.uint8 and torch.equal(norm(restored), data.inputs(x))
         assert {tuple(r) for r in restored.flatten(1).tolist()} <= {tuple(r) for r in raw.flatten(1).tolist()}
     assert data.to("meta").normalisation.std.device.type == "meta"  # it moves with the splits
 

@@ -42,7 +42,7 @@ SHAPES = {  # how each file holds a digit: the 8x8 counts (0..16) as ...
 def digits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """data=digits' own splits in the file's units: {split: ((N, 8, 8) counts 0..16, (N,) labels)}."""
     data = load_digits()
-    return {split: (data.normalisation.invert(x).round().clamp(0, 16)[:, 0].numpy(), y.numpy())
+    return {split: (data.raw(x).round().clamp(0, 16)[:, 0].numpy(), y.numpy())
             for split, (x, y) in ((s, data.split(s)) for s in ("train", "val", "test"))}
 
 

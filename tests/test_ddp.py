@@ -26,7 +26,8 @@ WATCH = Path("/proc/self/task").is_dir()  # whether a process's threads can be c
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores, one thread each
 QUIET = ["trainer.progress=false", "trainer.figures=false"]
 # An odd batch: every step's two shares differ in size (32 and 31), and the last batch is partial (61 of 63).
-SAME = ["model=mlp", "trainer.batch_size=63", *QUIET]
+# Augmented: every rank draws the whole batch's crops and applies its share, so N processes crop as one does.
+SAME = ["model=mlp", "augment=crop", "trainer.batch_size=63", *QUIET]
 # Dropout on: each rank draws masks of its own, which the checkpoint has to bring back.
 STOPPED = ["model=mlp", "model.dropout=0.1", "trainer.batch_size=16", "trainer.epochs=2", *QUIET]
 

@@ -23,8 +23,8 @@ SHAPES = {"digits": ((1, 8, 8), Normalisation(torch.tensor([4.9]), torch.tensor(
 
 def raw_test_inputs(data):
     """The run's test split back in raw digit pixel counts: whole numbers 0..16, as the dataset ships them."""
-    raw = data.normalisation.invert(data.test[0]).round()
-    assert raw.min() >= 0 and raw.max() <= 16 and torch.equal(data.normalisation(raw), data.test[0])
+    raw = data.raw(data.test[0]).round()
+    assert raw.min() >= 0 and raw.max() <= 16 and torch.equal(data.normalisation(raw), data.inputs(data.test[0]))
     return raw
 
 
@@ -73,7 +73,7 @@ def test_the_cli_exports_a_trained_run_that_takes_raw_inputs(trained_run, tmp_pa
     assert done.returncode == 0, done.stderr
     assert "max |probability difference| vs PyTorch" in done.stdout and "raw test examples" in done.stdout
     model, data, _ = load_run(trained_run)
-    raw, x = raw_test_inputs(data), data.test[0]
+    raw, x = raw_test_inputs(data), data.inputs(data.test[0])
     exported = load_torchscript(out)
     for n in (1, 37):
         with torch.no_grad():
@@ -94,7 +94,7 @@ def test_onnx_of_a_trained_run_in_onnxruntime(trained_run, capsys):
     raw = raw_test_inputs(data)
     for n in (1, 37):  # the batch size is dynamic
         probs = session.run(["probabilities"], {"input": raw[:n].numpy()})[0]
-        torch.testing.assert_close(torch.from_numpy(probs), probabilities(model, data.test[0][:n]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.from_numpy(probs), probabilities(model, data.test[0][:n], prepare=data.inputs), atol=1e-5, rtol=0)
 
 
 def test_an_unknown_format_is_a_usage_error(trained_run, capsys):

@@ -120,6 +120,8 @@ GRIDS = {
     "mlp_bn_adamw": ["model=mlp", "model.batch_norm=true", "optim=adamw", "optim.weight_decay=0.01,0.1",
                      "optim.lr=1e-3,3e-3"],
     "cnn": ["model=cnn", "model.channels=[8,16]", "model.dropout=0.0,0.3", "seed=0,1"],  # lr below
+    # each member shifts its batches by its own draws, as its solo run does
+    "cnn_shift": ["model=cnn", "model.channels=[8,16]", "augment=shift", "seed=0,1"],  # lr below
     # too big to gain from stacking: the group's jobs train one after another, as alone
     "cnn_big": ["model=cnn", "model.channels=[128,64]", "model.kernel_size=7", "model.dropout=0.0,0.2"],
     "linear": ["model=linear", "optim=sgd", "optim.lr=0.1,0.01", "seed=0,1"],
@@ -131,7 +133,7 @@ SLOW_GRIDS = {"mlp_sgd_clip", "mlp_sgd_nesterov", "mlp_bn_adamw", "linear", "cnn
 # default 1e-2, SGD with momentum at its default 0.1) are lowered here and kept for the float64 test.
 CLI = {"mlp_sgd_clip": ["optim.lr=0.03", "trainer.epochs=1"],
        "mlp_adam_betas_patience": ["optim.lr=1e-3", *FROZEN_AFTER_EPOCH_1, "trainer.epochs=4"],
-       "cnn": ["optim.lr=3e-3", "trainer.epochs=1"]}
+       "cnn": ["optim.lr=3e-3", "trainer.epochs=1"], "cnn_shift": ["optim.lr=3e-3", "trainer.epochs=1"]}
 # In float64, over many epochs: issue 18's grid at lr 1e-2 until its jobs stop (best epochs 3 to 5).
 FLOAT64 = {"mlp_adam_betas_patience": ["optim.lr=1e-2", "trainer.epochs=8"], "cnn_big": None}
 
@@ -182,7 +184,7 @@ def _float64_job(job: list[str], run_dir: Path) -> fused.Member:
     data = replace(parts.data, train=as64(parts.data.train), val=as64(parts.data.val), test=as64(parts.data.test))
     return fused.Member(trainer=parts.trainer, model=parts.model.double(), data=data, optimizer=parts.optimizer,
                         schedule=parts.schedule, seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
-                        run_dir=run_dir, dropout=dropout)
+                        run_dir=run_dir, dropout=dropout, augment=parts.augment)
 
 
 def _assert_close(a, b, where: str) -> None:
@@ -215,7 +217,7 @@ def test_in_float64_fused_jobs_equal_their_solo_runs_over_every_epoch(tmp_path, 
     for i, (job, m) in enumerate(zip(jobs, members)):
         solo = _float64_job(job, tmp_path / "solo" / str(i))
         record = solo.trainer.fit(solo.model, solo.data, solo.optimizer, solo.run_dir, schedule=solo.schedule,
-                                  seed=solo.seed, config=solo.config)
+                                  seed=solo.seed, config=solo.config, augment=solo.augment)
         assert isinstance(m.result, Record), (job, m.result)
         assert len(m.result.history) == len(record.history) and m.result.stopped_early == record.stopped_early, job
         assert m.result.best["epoch"] == record.best["epoch"], job

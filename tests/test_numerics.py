@@ -73,9 +73,9 @@ def test_trainer_loss_is_cross_entropy_on_the_logits(tmp_path):
     torch.manual_seed(0)
     model = MLP(data.input_shape, data.num_classes, hidden=[16])
     x, y = data.train
-    expected_train = nn.CrossEntropyLoss()(model(x), y).item()
-    expected_test = nn.CrossEntropyLoss()(model(data.test[0]), data.test[1]).item()
+    expected_train = nn.CrossEntropyLoss()(model(data.inputs(x)), y).item()
+    expected_test = nn.CrossEntropyLoss()(model(data.inputs(data.test[0])), data.test[1]).item()
     trainer = Trainer(epochs=1, batch_size=len(x), device="cpu", progress=False)
     record = trainer.fit(model, data, functools.partial(torch.optim.SGD, lr=0.0), tmp_path, seed=0)
     assert record.history[0]["train/loss"] == pytest.approx(expected_train, rel=1e-5)
-    assert loss_and_accuracy(model, *data.test)[0] == pytest.approx(expected_test, rel=1e-5)
+    assert loss_and_accuracy(model, *data.test, prepare=data.inputs)[0] == pytest.approx(expected_test, rel=1e-5)

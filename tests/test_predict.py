@@ -24,14 +24,14 @@ def read_csv(path):
 
 def raw_digits(data, x):
     """Normalised digits back in the dataset's own units: whole pixel counts 0..16."""
-    raw = data.normalisation.invert(x).round()
+    raw = data.raw(x).round()
     assert raw.min() >= 0 and raw.max() <= 16
     return raw
 
 
 def test_probabilities_are_a_distribution_with_the_models_argmax(trained_run):
     model, data, _ = load_run(trained_run)
-    x = data.test[0]
+    x = data.inputs(data.test[0])
     for dtype in (torch.float32, torch.float64):
         p = probabilities(model, x, dtype=dtype)
         assert p.dtype == dtype and p.shape == (len(x), data.num_classes)
@@ -71,7 +71,7 @@ def test_predict_writes_a_csv_named_by_class(trained_run, tmp_path, capsys):
     assert len(rows) == len(x)
     p = np.array([[float(v) for v in r[9:]] for r in rows])
     assert ((p >= 0) & (p <= 1)).all() and np.abs(p.sum(1) - 1).max() < 1e-6
-    predicted = model(x).argmax(1)
+    predicted = model(data.inputs(x)).argmax(1)
     assert [r[2] for r in rows] == [data.class_names[i] for i in predicted]
     assert [r[1] for r in rows] == [data.class_names[i] for i in y]
     top = np.array([[float(r[4]), float(r[6]), float(r[8])] for r in rows])
@@ -95,7 +95,7 @@ def test_predict_raw_flat_csv_with_a_header(trained_run, tmp_path):
     main([f"run={trained_run}", f"input={tmp_path / 'flat.csv'}", f"out={tmp_path / 'flat_probs.csv'}", "top_k=1"])
     header, rows = read_csv(tmp_path / "flat_probs.csv")
     assert header[:5] == ["input", "predicted", "top1", "top1_prob", "prob_0"]
-    expected = probabilities(model, x, dtype=torch.float64).numpy()
+    expected = probabilities(model, x, dtype=torch.float64, prepare=data.inputs).numpy()
     assert np.allclose([[float(v) for v in r[4:]] for r in rows], expected, atol=1e-9)
 
 
@@ -111,8 +111,8 @@ def test_predict_image_files_of_raw_8bit_pixels(trained_run, tmp_path):
     header, rows = read_csv(tmp_path / "images.csv")
     assert [r[0] for r in rows] == [f"digit{i}.png" for i in range(4)]
     got = np.array([[float(v) for v in r[-10:]] for r in rows])
-    assert np.allclose(got, probabilities(model, x).numpy(), atol=0.02)  # 8-bit rounding of 17 levels
-    assert (got.argmax(1) == model(x).argmax(1).numpy()).all()
+    assert np.allclose(got, probabilities(model, x, prepare=data.inputs).numpy(), atol=0.02)  # 8-bit rounding of 17 levels
+    assert (got.argmax(1) == model(data.inputs(x)).argmax(1).numpy()).all()
 
 
 def test_8bit_images_are_normalised_with_the_stored_statistics_exactly(tmp_path):
@@ -166,5 +166,5 @@ def test_predict_logits_match_the_checkpoint(trained_run):
 
     model, data, _ = load_run(trained_run)
     x, y = data.test
-    acc = (logits(model, x).argmax(1) == y).double().mean().item()
+    acc = (logits(model, x, prepare=data.inputs).argmax(1) == y).double().mean().item()
     assert acc == pytest.approx(json.loads((trained_run / "metrics.json").read_text())["test/acc"], abs=1e-6)

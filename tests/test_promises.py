@@ -398,7 +398,7 @@ def test_tensorboard_test_tags_are_the_scores_of_best_pt(loss_run):
     model, data, _ = load_run(loss_run)  # best.pt's weights
     x, y = data.test
     with torch.no_grad():
-        mine = (model(x).argmax(1) == y).double().mean().item()
+        mine = (model(data.inputs(x)).argmax(1) == y).double().mean().item()
     assert mine == pytest.approx(m["test/acc"], abs=1e-9)
     assert test_acc.value == pytest.approx(mine, abs=1e-6)
 

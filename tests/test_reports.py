@@ -24,8 +24,8 @@ def test_figures_and_histograms_read_back_from_the_event_files(trained_run, tmp_
     model, data, _ = load_run(trained_run)
     model.train()  # as the trainer leaves it: log_figures evaluates in eval mode and restores the mode
     with SummaryWriter(str(tmp_path)) as writer:
-        log_graph(writer, model, data.train[0])
-        log_figures(writer, model, *data.test, data.class_names, step=3, prefix="test")
+        log_graph(writer, model, data.inputs(data.train[0]))
+        log_figures(writer, model, data.inputs(data.test[0]), data.test[1], data.class_names, step=3, prefix="test")
     assert model.training
 
     events = read_events(tmp_path)

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import compose_config, run_cli
+from logitlab.config import build
 from logitlab.train import train
 from logitlab.trainer import checkpoint
 
@@ -40,8 +41,8 @@ def test_default_experiment_reaches_95_percent_and_matches_scikit_learn(default_
     cfg, _, metrics = default_run
     assert cfg.model._target_.endswith("SoftmaxRegression") and cfg.data._target_.endswith("load_digits")
     assert metrics["test/acc"] >= 0.95
-    data = instantiate(cfg.data)
-    flat = lambda split: (split[0].flatten(1).numpy(), split[1].numpy())  # noqa: E731
+    data = build.data(cfg.data)
+    flat = lambda split: (data.inputs(split[0]).flatten(1).numpy(), split[1].numpy())  # noqa: E731
     sk = LogisticRegression(max_iter=5000).fit(*flat(data.train)).score(*flat(data.test))
     assert abs(metrics["test/acc"] - sk) <= 0.015, (metrics["test/acc"], sk)
     assert {"test/acc", "test/loss", "val/acc", "epochs", "train_seconds", "params"} <= metrics.keys()
@@ -68,7 +69,7 @@ def test_tensorboard_events_hold_every_epoch_and_the_hparams(default_run):
 
 def test_checkpoints_reload_into_a_fresh_model_with_identical_logits(default_run):
     cfg, run_dir, _ = default_run
-    data = instantiate(cfg.data)
+    data = build.data(cfg.data)
     for name in ("last.pt", "best.pt"):
         state = checkpoint.load(run_dir / "checkpoints" / name)
         assert state["config"]["model"]["_target_"] == cfg.model._target_
@@ -76,7 +77,8 @@ def test_checkpoints_reload_into_a_fresh_model_with_identical_logits(default_run
         fresh.load_state_dict(state["model"])
         again = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
         again.load_state_dict(checkpoint.load(run_dir / "checkpoints" / name)["model"])
-        assert torch.equal(fresh(data.test[0]), again(data.test[0]))
+        x = data.inputs(data.test[0])
+        assert torch.equal(fresh(x), again(x))
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["position"]["epoch"] == cfg.trainer.epochs
 
 

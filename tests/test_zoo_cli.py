@@ -355,7 +355,7 @@ def check_export(zoo: Zoo, model: str, data: str, format: str) -> None:
     run = zoo.run_dir(model, data)
 
     pytorch, split = zoo.loaded(model, data)
-    x_all = split.test[0]
+    x_all = split.inputs(split.test[0])  # normalised, as the model takes them
     assert tuple(x_all.shape[1:]) == DATASETS[data]
     if format == "torchscript":
         with warnings.catch_warnings():

@@ -18,9 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from logitlab.config import build  # noqa: E402
 from logitlab.reporting.scoring import loss_and_accuracy  # noqa: E402
 from logitlab.trainer import checkpoint  # noqa: E402
 
@@ -42,17 +42,17 @@ HUMAN = 96
 
 @functools.cache
 def load_data(data_cfg: str):
-    return instantiate(OmegaConf.create(data_cfg))
+    return build.data(OmegaConf.create(data_cfg))  # as the run built it (data.max_resident_gb is the trainer's)
 
 
 def final_weights(run: Path) -> tuple[float, int]:
     """Test accuracy % of the run's last weights, and its number of optimizer steps."""
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     data = load_data(OmegaConf.to_yaml(cfg.data))
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model = build.model(cfg.model, data)
     model.load_state_dict(checkpoint.load(run / "checkpoints" / "last.pt")["model"])
     steps = cfg.trainer.epochs * math.ceil(len(data.train[0]) / cfg.trainer.batch_size)
-    return 100 * loss_and_accuracy(model, *data.test)[1], steps
+    return 100 * loss_and_accuracy(model, *data.test, prepare=data.inputs)[1], steps
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

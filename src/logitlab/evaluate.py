@@ -39,7 +39,7 @@ def evaluate(run: str, checkpoint: str, split: str, bins: str, out: str, trust: 
     model, data, _ = load_run(path, trust=as_modules("trust", trust))
     x, y = data.split(split)
     report = {"run": str(run_dir_of(path)), "checkpoint": str(path), "split": split, "examples": len(y)}
-    report.update(compute(logits(model, x), y, data.class_names, split, n_bins))
+    report.update(compute(logits(model, x, prepare=data.inputs), y, data.class_names, split, n_bins))
 
     out_path = Path(out) if out else run_dir_of(path) / f"eval_{split}.json"
     out_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -67,10 +67,10 @@ def export(run: str, checkpoint: str, format: str, out: str, trust: str = "") ->
     model, data, _ = load_run(path, trust=as_modules("trust", trust))
     out_path = Path(out) if out else run_dir_of(path) / f"model{SUFFIXES[format]}"
     x = data.test[0]
-    raw = data.normalisation.invert(x)  # the test split in the dataset's own units
+    raw = data.raw(x)  # the test split in the dataset's own units
     run_exported = write(model, data.normalisation, format, raw[:2], out_path)
     # against the model on the split it was scored on: a normalisation the export gets wrong shows here
-    diff = (run_exported(raw)[1] - probabilities(model, x)).abs().max().item()
+    diff = (run_exported(raw)[1] - probabilities(model, x, prepare=data.inputs)).abs().max().item()
     if not diff <= TOLERANCE:
         raise ConfigError(f"{out_path} disagrees with PyTorch: max |probability difference| {diff:.2e} "
                           f"> {TOLERANCE:g} on the test split")

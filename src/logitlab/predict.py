@@ -61,7 +61,8 @@ def predict(run: str, checkpoint: str, split: str, input: str, out: str, top_k: 
     else:
         x, labels = data.split(split)
         names = [str(i) for i in range(len(x))]
-    probs = probabilities(model, x, dtype=torch.float64)  # float64 keeps probabilities below 1e-38
+    # float64 keeps probabilities below 1e-38; a split's raw pixels are normalised as in training
+    probs = probabilities(model, x, dtype=torch.float64, prepare=data.inputs)
 
     default_name = f"predictions_{Path(input).stem if input else split}.csv"
     out_path = out or str(run_dir_of(path) / default_name)

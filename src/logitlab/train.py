@@ -80,16 +80,18 @@ def train(cfg: DictConfig, run_dir: Path, world: World = SOLO) -> dict | None:
     _epoch_lines_or_bar(parts.trainer.progress)
     if not world.is_main:
         parts.trainer.fit(parts.model, parts.data, parts.optimizer, run_dir, schedule=parts.schedule,
-                          seed=cfg.seed, config=config, world=world)
+                          seed=cfg.seed, config=config, world=world, augment=parts.augment,
+                          max_resident_gb=parts.max_resident_gb)
         return None
     board = RunBoard(run_dir, job.hparams(cfg))
     history = job.HistoryFile(run_dir / "history.csv")
     try:
         record = parts.trainer.fit(parts.model, parts.data, parts.optimizer, run_dir, schedule=parts.schedule,
                                    seed=cfg.seed, config=config, board=board,
-                                   on_epoch_end=(history.write, hooks.epoch_ended), world=world)
+                                   on_epoch_end=(history.write, hooks.epoch_ended), world=world,
+                                   augment=parts.augment, max_resident_gb=parts.max_resident_gb)
         return evaluation.final_metrics(parts.model, parts.data, run_dir, record, parts.objective, board,
-                                        figures=figures)
+                                        figures=figures, eval_batch_size=parts.trainer.eval_batch_size)
     finally:
         board.close()
 

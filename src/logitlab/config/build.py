@@ -54,8 +54,9 @@ def _plain(node: Any) -> Any:
 
 
 def data(node: Any):
-    """The SplitData a data config describes, loaded once per process."""
-    plain = _plain(node)
+    """The SplitData a data config describes, loaded once per process. data.max_resident_gb is the
+    trainer's (where the data rests while training, `run`), not the source's."""
+    plain = {k: v for k, v in _plain(node).items() if k != "max_resident_gb"}
     key = json.dumps(plain, sort_keys=True, default=str)
     if key not in _loaded_data:
         _loaded_data[key] = instantiate(plain, "data")
@@ -77,6 +78,8 @@ class Run:
     optimizer: Callable  # params -> torch.optim.Optimizer
     schedule: Callable | None  # optimizer -> LR scheduler
     objective: Objective
+    augment: Any = None  # data/augment.py's Crop or Shift, or None (augment=none)
+    max_resident_gb: float | str = "auto"  # data.max_resident_gb: above it the inputs stream (trainer/feed.py)
 
 
 def run(cfg: Any, device: str | None = None) -> Run:
@@ -84,7 +87,7 @@ def run(cfg: Any, device: str | None = None) -> Run:
     it fixes the initial weights. `device` overrides trainer.device (the config check builds on the CPU)."""
     import torch
 
-    from logitlab.trainer import runtime
+    from logitlab.trainer import feed, runtime
 
     runtime.skip_dynamo_import()
     objective = Objective.of(cfg.trainer.objective, cfg.trainer.get("direction", "auto"))
@@ -92,11 +95,16 @@ def run(cfg: Any, device: str | None = None) -> Run:
     trainer_args = {k: v for k, v in _plain(cfg.trainer).items() if k != "figures"}
     trainer = instantiate(trainer_args, "trainer", **({"device": device} if device else {}))
     split_data = data(cfg.data)
+    cap = cfg.data.get("max_resident_gb", "auto")
+    feed.check_cap(cap)
+    augment = instantiate(cfg.augment, "augment") if cfg.get("augment") and cfg.augment.get("_target_") else None
+    if augment is not None:
+        augment.check(split_data.input_shape, split_data.name)
     torch.manual_seed(cfg.seed)
     return Run(trainer=trainer, data=split_data, model=model(cfg.model, split_data),
                optimizer=instantiate(cfg.optim, "optim"),
                schedule=instantiate(cfg.schedule, "schedule") if cfg.get("schedule") else None,
-               objective=objective)
+               objective=objective, augment=augment, max_resident_gb=cap)
 
 
 def from_checkpoint(config: dict, origin: str) -> tuple[Any, Any]:

@@ -155,7 +155,7 @@ def _check_built(task: DictConfig, blame: list[str], sweep: bool = False, device
             pick_device(task.trainer.device)
         parts = build.run(task, device="cpu")
         with torch.no_grad():
-            _as_component("model", lambda: parts.model(parts.data.train[0][:2]))
+            _as_component("model", lambda: parts.model(parts.data.inputs(parts.data.train[0][:2])))
         opt = _as_component("optim", lambda: parts.optimizer(list(parts.model.parameters())))
         if parts.schedule is not None:
             takes_steps = "total_steps" in inspect.signature(parts.schedule).parameters

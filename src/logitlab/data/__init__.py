@@ -1,4 +1,5 @@
-"""Datasets as whole tensors with their normalisation; every source returns a `SplitData`.
+"""Datasets as whole tensors with their normalisation (images rest as uint8, normalised per batch); every
+source returns a `SplitData`.
 
   splits.py    SplitData (train / val / test tensors and class names), its Normalisation and RawReader: all
                that the trainer, predict, evaluate and export know of the data; the seeded stratified split
@@ -8,6 +9,7 @@
   folder.py    your own folder of images, one subfolder per class, and the reader of new images for predict
   image_cache.py  a folder's images decoded once, in threads, and cached as uint8 under data.root
   arrays.py    your own arrays in an .npz file
+  augment.py   augmentation of training batches on the device: crop, crop_flip (images), shift (sequences)
 
 A config names a built-in source by its name here (conf/data/digits.yaml: `_target_: logitlab.data.load_digits`),
 as the configs saved by earlier runs do; the sources of your own data by their module

@@ -11,7 +11,8 @@ The file holds `x` and `y`, and may hold `x_val` / `y_val`, `x_test` / `y_test` 
                per class and seeded by split_seed (`stratified_split`), by val_fraction and test_fraction
 
 Inputs are normalised per channel with the training split's statistics (per feature for (N, features)).
-8-bit images ((N, C, H, W) uint8) keep 255 as their white, so predict also reads image files for them.
+8-bit images ((N, C, H, W) uint8) rest as uint8, are normalised per batch, and keep 255 as their white, so
+predict also reads image files for them; other inputs rest normalised, as float32.
 """
 from __future__ import annotations
 
@@ -164,28 +165,38 @@ def split_data(name: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tenso
                reader: RawReader | None = None) -> SplitData:
     """The SplitData of a source's own splits: a missing validation or test split (None) is carved from
     `train` per class by `split_seed`; every split is normalised with the training split's statistics.
-    Inputs may be any dtype (uint8 pixels, float features); they become float32."""
-    check_fractions(val_fraction, test_fraction, own_val=val is not None, own_test=test is not None)
+    Inputs may be any dtype: 8-bit images (N, C, H, W) stay uint8, the rest become normalised float32."""
     x, y = train
-    if val is None and test is None:
-        keep, carved_val, carved_test = stratified_split(y, val_fraction, test_fraction, split_seed)
-        val, test = (x[carved_val], y[carved_val]), (x[carved_test], y[carved_test])
-        x, y = x[keep], y[keep]
-    elif val is None or test is None:
-        keep, carved = _cut(y, val_fraction if val is None else test_fraction, split_seed)
-        if val is None:
-            val = (x[carved], y[carved])
-        else:
-            test = (x[carved], y[carved])
+    keep, carved_val, carved_test = carve(y, val is not None, test is not None, val_fraction, test_fraction,
+                                          split_seed)
+    if carved_val is not None:
+        val = (x[carved_val], y[carved_val])
+    if carved_test is not None:
+        test = (x[carved_test], y[carved_test])
+    if keep is not None:
         x, y = x[keep], y[keep]
     larger = {"validation": " or a larger data.val_fraction", "test": " or a larger data.test_fraction"}
     for split, inputs in (("training", x), ("validation", val[0]), ("test", test[0])):
         if len(inputs) == 0:
             raise ConfigError(f"data {name}: the {split} split is empty; give more examples{larger.get(split, '')}")
-    train_x = x.float()
-    norm = Normalisation.of(train_x, pixel_max)
-    return SplitData(name, (norm(train_x), y), (norm(val[0].float()), val[1]), (norm(test[0].float()), test[1]),
+    norm = Normalisation.of(x if x.dtype == torch.uint8 else x.float(), pixel_max)
+    # 8-bit images rest as they are, normalised per batch (SplitData.inputs); the rest as normalised floats
+    rest = (lambda raw: raw) if x.dtype == torch.uint8 and x.dim() == 4 else (lambda raw: norm(raw.float()))
+    return SplitData(name, (rest(x), y), (rest(val[0]), val[1]), (rest(test[0]), test[1]),
                      list(class_names), norm, reader)
+
+
+def carve(labels: Tensor, own_val: bool, own_test: bool, val_fraction: float, test_fraction: float,
+          split_seed: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Indices into the training split's `labels`: (kept for training, carved for validation, carved for
+    test), None where nothing is carved (the source has that split of its own)."""
+    check_fractions(val_fraction, test_fraction, own_val=own_val, own_test=own_test)
+    if not own_val and not own_test:
+        return stratified_split(labels, val_fraction, test_fraction, split_seed)
+    if own_val and own_test:
+        return None, None, None
+    keep, cut = _cut(labels, test_fraction if own_val else val_fraction, split_seed)
+    return (keep, None, cut) if own_val else (keep, cut, None)
 
 
 def check_fractions(val_fraction: float, test_fraction: float, own_val: bool, own_test: bool) -> None:

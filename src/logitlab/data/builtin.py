@@ -1,4 +1,5 @@
-"""Datasets as whole tensors, split into train / val / test and normalised with train statistics, which
+"""Datasets as whole tensors, split into train / val / test and normalised with train statistics (images
+per batch, from the raw uint8 pixels they rest as), which
 travel with the data (`SplitData.normalisation`) so that raw inputs can be normalised the same way later.
 
 Every loader returns a `SplitData`; the trainer moves it to the device once and slices batches from it.
@@ -20,14 +21,16 @@ from logitlab.data.splits import Normalisation, SplitData, check_fraction
 
 
 def _make_splits(name, x, y, test, val_n, split_seed, class_names, pixel_max=None) -> SplitData:
-    """Carve `val_n` examples from (x, y) for validation; `test` is the held-out split. Every split is
-    normalised with the training split's per-channel statistics."""
+    """Carve `val_n` examples from (x, y) for validation; `test` is the held-out split. Images (uint8) rest
+    raw and are normalised per batch (SplitData.inputs); sequences are normalised here; both with the
+    training split's per-channel statistics."""
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = perm[:val_n], perm[val_n:]
-    train_x = x[train_idx].float()
+    train_x = x[train_idx]
     norm = Normalisation.of(train_x, pixel_max)
-    return SplitData(name, (norm(train_x), y[train_idx]), (norm(x[val_idx].float()), y[val_idx]),
-                     (norm(test[0].float()), test[1]), class_names, norm)
+    rest = (lambda raw: raw) if x.dtype == torch.uint8 else (lambda raw: norm(raw.float()))
+    return SplitData(name, (rest(train_x), y[train_idx]), (rest(x[val_idx]), y[val_idx]),
+                     (rest(test[0]), test[1]), class_names, norm)
 
 
 def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:
@@ -37,7 +40,7 @@ def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_see
     # The file sklearn.datasets.load_digits reads, read directly: importing scikit-learn costs ~1 s.
     sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
     raw = np.loadtxt(Path(sklearn_dir) / "datasets" / "data" / "digits.csv.gz", delimiter=",", dtype=np.float32)
-    x = torch.from_numpy(raw[:, :-1].reshape(-1, 1, 8, 8).copy())
+    x = torch.from_numpy(raw[:, :-1].reshape(-1, 1, 8, 8).astype(np.uint8))  # pixel counts 0..16
     y = torch.from_numpy(raw[:, -1].astype(np.int64))
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
     n_test = round(test_fraction * len(x))
@@ -66,8 +69,8 @@ def load_mnist1d(root: str = "~/.cache/logitlab", val_fraction: float = 0.1, spl
             x, y, x_test, y_test = (torch.from_numpy(f[k]) for k in ("x", "y", "x_test", "y_test"))
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(f"{path} is not a readable MNIST-1D cache ({e}); delete it to regenerate") from None
-    test = (x_test.unsqueeze(1), y_test.long())
-    return _make_splits("mnist1d", x.unsqueeze(1), y.long(), test,
+    test = (x_test.unsqueeze(1).float(), y_test.long())
+    return _make_splits("mnist1d", x.unsqueeze(1).float(), y.long(), test,
                         round(val_fraction * len(x)), split_seed, [str(d) for d in range(10)])
 
 

@@ -10,8 +10,8 @@ images are PNG, JPEG, BMP, WebP and GIF (its first frame), at any depth under th
 Every image is decoded once (image_cache.py: in parallel threads, then cached under `root`, so the next
 run over the same files starts at once) as RGB, made greyscale where data.channels is 1 (or, unset, where
 every image is grey), and resized to `image_size` (antialiased) where one is given; without it every
-image must have the same size. The splits hold float32 (N, C, H, W) normalised with the training split's
-per-channel statistics; 255 is white. `FolderReader` reads images of any size the same way for predict.
+image must have the same size. The splits hold the uint8 pixels (N, C, H, W), memory-mapped from the
+cache, normalised per batch with the training split's per-channel statistics; 255 is white. `FolderReader` reads images of any size the same way for predict.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from logitlab import ConfigError
 from logitlab.data import image_cache
-from logitlab.data.arrays import check_fractions, split_data
+from logitlab.data.arrays import carve, split_data
 from logitlab.data.splits import SplitData
 
 log = logging.getLogger("logitlab")
@@ -47,18 +47,35 @@ def load_folder(path: str | None = None, image_size: Sequence[int] | None = None
                           f"image is grey, else 3)")
     folder = Path(path).expanduser()
     splits, class_names = list_folder(folder)
-    check_fractions(val_fraction, test_fraction, own_val="val" in splits, own_test="test" in splits)  # before decoding
-    files = [name for entries in splits.values() for name, _ in entries]
-    pixels = image_cache.pixels(folder, files, size, channels, root)  # (N, C, H, W) uint8
+    splits = _carved(splits, val_fraction, test_fraction, split_seed)  # before decoding
+    files = [name for split in SPLIT_FOLDERS for name, _ in splits[split]]
+    # (N, C, H, W) uint8 in split order, memory-mapped from the cache: each split is a slice of the file,
+    # read into memory when the run keeps its data resident, streamed from the file when it does not
+    pixels = image_cache.pixels(folder, files, size, channels, root)
     start = 0
-    parts: dict[str, tuple[Tensor, Tensor] | None] = dict.fromkeys(SPLIT_FOLDERS)
-    for split, entries in splits.items():
-        labels = torch.tensor([label for _, label in entries], dtype=torch.long)
-        parts[split] = (pixels[start:start + len(entries)], labels)
-        start += len(entries)
+    parts: dict[str, tuple[Tensor, Tensor]] = {}
+    for split in SPLIT_FOLDERS:
+        labels = torch.tensor([label for _, label in splits[split]], dtype=torch.long)
+        parts[split] = (pixels[start:start + len(labels)], labels)
+        start += len(labels)
     reader = FolderReader(tuple(pixels.shape[2:]), pixels.shape[1], tuple(class_names))
     return split_data(folder.resolve().name, parts["train"], parts["val"], parts["test"], class_names,
                       val_fraction, test_fraction, split_seed, PIXEL_MAX, reader)
+
+
+def _carved(splits: dict[str, list[tuple[str, int]]], val_fraction: float, test_fraction: float,
+            split_seed: int) -> dict[str, list[tuple[str, int]]]:
+    """Every split's files: the folder's own, and those carved from train/ where it lacks val/ or test/
+    (arrays.carve: per class, by split_seed). The cache holds the images in this order, so another
+    split_seed or fraction decodes the folder again."""
+    entries = splits["train"]
+    labels = torch.tensor([label for _, label in entries], dtype=torch.long)
+    keep, cut_val, cut_test = carve(labels, "val" in splits, "test" in splits, val_fraction, test_fraction,
+                                    split_seed)
+    pick = lambda indices: [entries[i] for i in indices.tolist()]  # noqa: E731
+    return {"train": entries if keep is None else pick(keep),
+            "val": splits["val"] if cut_val is None else pick(cut_val),
+            "test": splits["test"] if cut_test is None else pick(cut_test)}
 
 
 def _check_image_size(image_size) -> tuple[int, int] | None:

@@ -34,7 +34,8 @@ FORMAT = 1  # bump when what is cached for the same files and options changes (t
 
 def pixels(folder: Path, files: list[str], size: tuple[int, int] | None, channels: int | None,
            root: str) -> Tensor:
-    """(N, C, H, W) uint8 pixels of `files` (relative to `folder`): from the cache, else decoded and cached.
+    """(N, C, H, W) uint8 pixels of `files` (relative to `folder`): memory-mapped from the cache, else
+    decoded and cached (and then mapped from the file written, so both runs rest the same way).
     Without a `size` every image must have the same; with `channels` None, C is 1 if every image is grey."""
     start = time.perf_counter()
     cache = _cache_file(root, _cache_key(folder, files, {"image_size": size, "channels": channels}))
@@ -49,7 +50,8 @@ def pixels(folder: Path, files: list[str], size: tuple[int, int] | None, channel
     if channels is None:  # 1 when every image is grey, else 3
         channels = max(image.shape[0] for image in images)
     decoded = torch.stack([image.expand(channels, -1, -1) for image in images])
-    _save(cache, decoded, files)
+    mapped = _load(cache, files) if _save(cache, decoded, files) else None
+    decoded = decoded if mapped is None else mapped
     log.info(f"data.path={folder}: {len(files)} images decoded in {time.perf_counter() - start:.2f} s, "
              f"cached in {cache}")
     return decoded
@@ -177,7 +179,8 @@ def _load(path: Path, files: list[str]) -> Tensor | None:
     if not path.is_file():
         return None
     try:
-        cached = torch.load(path, weights_only=True)  # tensors and strings only: nothing to unpickle
+        # tensors and strings only: nothing to unpickle; memory-mapped: a folder larger than memory opens
+        cached = torch.load(path, weights_only=True, mmap=True)
         decoded = cached["pixels"]
     except Exception as e:  # noqa: BLE001 (a truncated or foreign file: decode again and replace it)
         log.warning(f"{path} is not a readable image cache ({type(e).__name__}); decoding again")
@@ -187,16 +190,19 @@ def _load(path: Path, files: list[str]) -> Tensor | None:
     return decoded
 
 
-def _save(path: Path, decoded: Tensor, files: list[str]) -> None:
+def _save(path: Path, decoded: Tensor, files: list[str]) -> bool:
     """Write atomically (a temporary file, then os.replace): a run reading it never sees half a file, and
-    runs that decode the same folder at once each write a whole one. A cache that cannot be written (a
+    runs that decode the same folder at once each write a whole one. Never in place: running runs map the
+    file (`_load`), and the replaced one lives on for them until they end. A cache that cannot be written (a
     read-only data.root) costs the next run a decode, not this run."""
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"pixels": decoded.contiguous(), "files": files}, tmp)
         os.replace(tmp, path)
+        return True
     except (OSError, RuntimeError) as e:  # torch.save says a full disk with a RuntimeError
         tmp.unlink(missing_ok=True)
         log.warning(f"could not cache the decoded images in {path} ({getattr(e, 'strerror', None) or e}); "
                     f"the next run decodes them again")
+        return False

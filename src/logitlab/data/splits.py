@@ -26,8 +26,27 @@ class Normalisation:
 
     @classmethod
     def of(cls, train_x: Tensor, pixel_max: float | None = None) -> Normalisation:
+        if train_x.dtype == torch.uint8:
+            return cls._of_pixels(train_x, pixel_max)
         dims = [0] + list(range(2, train_x.dim()))  # all but the channel axis
         return cls(train_x.mean(dim=dims), train_x.std(dim=dims).clamp_min(1e-8), pixel_max)
+
+    @classmethod
+    def _of_pixels(cls, pixels: Tensor, pixel_max: float | None, chunk: int = 4096) -> Normalisation:
+        """The statistics of uint8 pixels (N, C, ...) from a histogram of each channel, counted a chunk of
+        examples at a time: exact (float64 from integer counts), and never a float copy of the split, which
+        for a memory-mapped folder may exceed memory."""
+        channels = pixels.shape[1]
+        counts = torch.zeros(channels, 256, dtype=torch.float64)
+        for start in range(0, len(pixels), chunk):
+            part = pixels[start:start + chunk].transpose(0, 1).reshape(channels, -1).long()
+            part = part + 256 * torch.arange(channels)[:, None]
+            counts += torch.bincount(part.flatten(), minlength=256 * channels).reshape(channels, 256)
+        values = torch.arange(256, dtype=torch.float64)
+        n = counts.sum(1)
+        mean = (counts @ values) / n
+        var = (counts @ values.square() - n * mean.square()) / (n - 1).clamp_min(1)  # unbiased, as Tensor.std
+        return cls(mean.float(), var.clamp_min(0).sqrt().float().clamp_min(1e-8), pixel_max)
 
     def per_channel(self, rank: int) -> tuple[Tensor, Tensor]:
         """mean and std shaped to broadcast over examples of `rank` axes: (C, 1) or (C, 1, 1)."""
@@ -67,6 +86,10 @@ class RawReader(Protocol):
 
 @dataclass(frozen=True)
 class SplitData:
+    """The splits as they rest: images as raw uint8 pixels (N, C, H, W), normalised per batch on the device
+    by `inputs` (a quarter of float32's memory, on the host and on the device); sequences and tables as
+    float32 already normalised. A split may be memory-mapped (a large folder's cache)."""
+
     name: str
     train: tuple[Tensor, Tensor]
     val: tuple[Tensor, Tensor]
@@ -84,6 +107,21 @@ class SplitData:
             channels = self.train[0].shape[1]
             object.__setattr__(self, "normalisation", Normalisation(torch.zeros(channels), torch.ones(channels)))
 
+    def inputs(self, x: Tensor) -> Tensor:
+        """A batch as it rests (raw uint8 pixels, or normalised floats) as the model takes it: float32,
+        normalised. Elementwise, as the float path normalised the whole split, so the values are the same."""
+        return self.normalisation(x.float()) if x.dtype == torch.uint8 else x
+
+    def raw(self, x: Tensor) -> Tensor:
+        """A split's inputs in the dataset's own units, as float32 (what predict and an export take):
+        raw pixels as they rest, normalised floats back through the normalisation (to rounding)."""
+        return x.float() if x.dtype == torch.uint8 else self.normalisation.invert(x)
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of the three splits' inputs as they rest."""
+        return sum(x.nbytes for x, _ in (self.train, self.val, self.test))
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train[0].shape[1:])
@@ -97,10 +135,22 @@ class SplitData:
             raise ConfigError(f"split={name!r} is not a split; valid: train, val, test")
         return getattr(self, name)
 
-    def to(self, device: torch.device | str) -> SplitData:
-        move = lambda xy: (xy[0].to(device), xy[1].to(device))  # noqa: E731
+    def to(self, device: torch.device | str, inputs: bool = True) -> SplitData:
+        """The splits on `device`; with `inputs` False the inputs stay where they rest (streamed per batch)
+        and only the labels and the normalisation move. A memory-mapped split made resident on the CPU is
+        read into memory."""
+        def place(x: Tensor) -> Tensor:
+            if not inputs:
+                return x
+            moved = x.to(device)
+            return moved.clone() if moved is x and _memory_mapped(x) else moved
+        move = lambda xy: (place(xy[0]), xy[1].to(device))  # noqa: E731
         return replace(self, train=move(self.train), val=move(self.val), test=move(self.test),
                        normalisation=self.normalisation.to(device))
+
+
+def _memory_mapped(x: Tensor) -> bool:
+    return getattr(x.untyped_storage(), "filename", None) is not None
 
 
 def check_fraction(key: str, value: float, low_open: bool = True) -> None:

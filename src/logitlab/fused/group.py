@@ -52,6 +52,7 @@ def run_group(configs: Sequence[DictConfig], hooks: Sequence[Sequence[Callable]]
                 members[i] = loop.Member(
                     trainer=parts.trainer, model=parts.model, data=parts.data, optimizer=parts.optimizer,
                     schedule=parts.schedule, seed=task.seed, config=config, run_dir=run_dir, dropout=dropout,
+                    augment=parts.augment, max_resident_gb=parts.max_resident_gb,
                     board=RunBoard(run_dir, job.hparams(task, full.hydra)), lines=lines,
                     hooks=(history.write, *(hooks[i] if hooks else ())))
             except Exception as e:  # this job's own error (a finished run of another config ...)
@@ -137,14 +138,15 @@ def _fit_alone(m: loop.Member) -> None:
     torch.set_rng_state(m.dropout.get_state())
     try:
         m.result = m.trainer.fit(m.model, m.data, m.optimizer, m.run_dir, schedule=m.schedule, seed=m.seed,
-                                 config=m.config, board=m.board, on_epoch_end=m.hooks)
+                                 config=m.config, board=m.board, on_epoch_end=m.hooks, augment=m.augment,
+                                 max_resident_gb=m.max_resident_gb)
     except Exception as e:
         m.result = e
 
 
 def _finish(m: loop.Member, figures: bool) -> float:
     metrics = evaluation.final_metrics(m.model, m.data, m.run_dir, m.result, m.trainer.objective, m.board,
-                                       figures=figures)
+                                       figures=figures, eval_batch_size=m.trainer.eval_batch_size)
     job.write_json(m.run_dir / "metrics.json", metrics)
     objective = metrics["objective"]
     m.lines.info(f"test/acc {metrics['test/acc']:.4f}  test/loss {metrics['test/loss']:.4f}  {objective} "

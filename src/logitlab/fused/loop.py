@@ -18,13 +18,13 @@ from typing import Any, Callable
 
 import torch
 
-from logitlab.fused.stacked import StackedModel, StackedOptimizer, clip_grad_norms, cross_entropy, stack_input
-from logitlab.reporting.scoring import EVAL_BATCH, as_float
-from logitlab.trainer import checkpoint, runtime
+from logitlab.fused.stacked import StackedModel, StackedOptimizer, clip_grad_norms, cross_entropy
+from logitlab.reporting.scoring import as_float
+from logitlab.trainer import checkpoint, feed, runtime
 from logitlab.trainer.console import epoch_line, run_summary
 from logitlab.trainer.loop import Diverged, Interrupted, Trainer
 from logitlab.trainer.optimizer import make_optimizer
-from logitlab.trainer.state import Position, Randomness, Record, copied
+from logitlab.trainer.state import Position, Randomness, Record, augment_stream, copied
 
 log = logging.getLogger("logitlab")
 
@@ -69,6 +69,8 @@ class Member:
     config: dict
     run_dir: Path
     dropout: torch.Generator  # torch's global RNG as it stood after the model was built: the solo run's dropout
+    augment: Any = None  # the group's augmentation (data/augment.py); each member draws from its own stream
+    max_resident_gb: float | str = "auto"
     board: Any = None
     hooks: tuple = ()
     lines: logging.Logger = log
@@ -82,8 +84,14 @@ class Member:
 def fit_group(members: list[Member]) -> None:
     """Train every member; each ends with `result` set to its Record or to what stopped it. A signal
     checkpoints every member and raises Interrupted, as Trainer.fit does."""
-    lead = members[0].trainer
-    data = members[0].data.to(lead.device)
+    lead, first = members[0].trainer, members[0]
+    data = first.data
+    if first.augment is not None:
+        first.augment.check(data.input_shape, data.name)
+    keep = feed.resident(data.stored_bytes, lead.device, first.max_resident_gb,
+                         what=f"{data.name} {str(data.train[0].dtype).removeprefix('torch.')}")
+    data = data.to(lead.device, inputs=keep)
+    lead.inputs = feed.TrainInputs(data.train[0], lead.device, streamed=not keep)
     n, bs = len(data.train[0]), lead.batch_size
     steps = math.ceil(n / bs)
     lead.use_threads(len(members) * runtime.work_per_step(members[0].model, data.input_shape, bs))
@@ -111,8 +119,9 @@ def _prepare(m: Member, data, steps: int, group_size: int) -> None:
     opt = make_optimizer(m.optimizer, list(m.model.parameters()))
     sched, m.schedule_per_step = t.make_schedule(m.schedule, opt, steps)
     pos, record = Position(labels=data.train[1], batch_size=t.batch_size), Record()
-    m.stateful = dict(model=m.model, optimizer=opt, rng=Randomness(torch.Generator().manual_seed(m.seed), m.dropout),
-                      position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
+    rng = Randomness(torch.Generator().manual_seed(m.seed), m.dropout,
+                     augment=augment_stream(m.seed) if m.augment is not None else None)
+    m.stateful = dict(model=m.model, optimizer=opt, rng=rng, position=pos, record=record, **({"schedule": sched} if sched is not None else {}))
     resumed = t.restore(m.stateful, checkpoint.latest(ckpt_dir), m.config, ckpt_dir)
     m.writer = checkpoint.Writer(ckpt_dir, t.checkpoint_every_s, share=group_size)
     if m.board is not None:
@@ -166,46 +175,53 @@ def _per_variant(values: list[float], neutral: float, dtype: torch.dtype, device
 def _train_epoch(lead: Trainer, stack, opt, members, data, steps, smoothing, clips):
     """The rest of this epoch for every member; returns the (steps, N) batch losses and (N,) right counts
     so far (a resumed epoch's earlier steps included)."""
-    x, y = data.train
-    bs = lead.batch_size
+    y = data.train[1]
+    bs, n = lead.batch_size, len(y)
+    augment = members[0].augment
     positions = [m.stateful["position"] for m in members]
     if positions[0].perm is None and lead.signal_received is not None:
         # arrived between epochs: stop before the next order is drawn (a checkpoint at step 0 keeps no
         # order, so drawing one would leave the shuffle generator a permutation ahead of the resume)
-        return torch.zeros(0, len(members), device=x.device), torch.zeros(len(members), dtype=torch.long, device=x.device)
+        return torch.zeros(0, len(members), device=y.device), torch.zeros(len(members), dtype=torch.long, device=y.device)
     if positions[0].perm is None:
         for m, pos in zip(members, positions):
-            pos.perm = torch.randperm(len(x), generator=m.stateful["rng"].shuffle).to(x.device)
+            pos.perm = torch.randperm(n, generator=m.stateful["rng"].shuffle).to(y.device)
             pos.losses, pos.preds, pos.correct = [], [], None
     perms = torch.stack([p.perm for p in positions])
+    host_perms = perms.cpu() if lead.inputs.streamed else perms
     first = positions[0].step
     losses = [torch.stack([p.losses[s] for p in positions]) for s in range(first)]  # a resumed epoch's steps
     right = torch.stack([p.correct for p in positions]) if first else torch.zeros(len(members), dtype=torch.long,
-                                                                                  device=x.device)
+                                                                                  device=y.device)
     preds, step = [], first
-    for step in range(first, steps):
-        if lead.signal_received is not None:
-            break
-        idx = perms[:, step * bs:(step + 1) * bs]  # (N, B)
-        logits = stack(stack_input(x, idx))
-        loss = cross_entropy(logits, y[idx], smoothing)  # (N,)
-        opt.zero_grad()
-        loss.sum().backward()  # the sum: each variant's gradient is its own loss's
-        if clips is not None:
-            clip_grad_norms(list(stack.weights), clips)
-        opt.step()
-        if members[0].schedule_per_step:
-            for m in members:
-                m.stateful["schedule"].step()
-            opt.read_hyperparameters()
-        losses.append(loss.detach())
-        preds.append(logits.argmax(-1))
-        step += 1
+    with lead.inputs.batches(lambda s: host_perms[:, s * bs:(s + 1) * bs].flatten(), range(first, steps)) as batches:
+        for step, xb in zip(range(first, steps), batches):
+            if lead.signal_received is not None:
+                break
+            idx = perms[:, step * bs:(step + 1) * bs]  # (N, B)
+            if augment is not None:  # each member's draws from its own stream, as its solo run draws them
+                size = min(bs, n - step * bs)
+                xb = augment.apply(xb, torch.cat([augment.draw(size, m.stateful["rng"].augment) for m in members]))
+            xb = data.inputs(xb)
+            logits = stack(xb.view(*idx.shape, *xb.shape[1:]))
+            loss = cross_entropy(logits, y[idx], smoothing)  # (N,)
+            opt.zero_grad()
+            loss.sum().backward()  # the sum: each variant's gradient is its own loss's
+            if clips is not None:
+                clip_grad_norms(list(stack.weights), clips)
+            opt.step()
+            if members[0].schedule_per_step:
+                for m in members:
+                    m.stateful["schedule"].step()
+                opt.read_hyperparameters()
+            losses.append(loss.detach())
+            preds.append(logits.argmax(-1))
+            step += 1
     for pos in positions:
         pos.step = step
     if preds:
         right = right + (torch.cat(preds, 1) == y[perms[:, first * bs:step * bs]]).sum(1)
-    return torch.stack(losses) if losses else torch.zeros(0, len(members), device=x.device), right
+    return torch.stack(losses) if losses else torch.zeros(0, len(members), device=y.device), right
 
 
 def _checkpoint_all(stack, members, losses, right) -> None:
@@ -217,15 +233,17 @@ def _checkpoint_all(stack, members, losses, right) -> None:
 
 
 @torch.no_grad()
-def _val_scores(stack, data) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N,) summed cross-entropy and right predictions on the validation split, in eval mode."""
+def _val_scores(stack, data, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) summed cross-entropy and right predictions on the validation split, in eval mode, in chunks
+    of `batch` examples (trainer.eval_batch_size)."""
     xv, yv = data.val
     stack.eval()
     try:
         loss, right = 0, 0
-        for i in range(0, len(xv), EVAL_BATCH):
-            z = as_float(stack(xv[i:i + EVAL_BATCH], shared=True))  # (N, B, C), as scoring.logits gives them
-            yb = yv[i:i + EVAL_BATCH].expand(len(z), -1)
+        for i in range(0, len(xv), batch):
+            # (N, B, C), as scoring.logits gives them
+            z = as_float(stack(data.inputs(xv[i:i + batch].to(device)), shared=True))
+            yb = yv[i:i + batch].expand(len(z), -1)
             loss = loss + -z.log_softmax(-1).gather(-1, yb.unsqueeze(-1)).squeeze(-1).sum(1)
             right = right + (z.argmax(-1) == yb).sum(1)
     finally:
@@ -237,7 +255,7 @@ def _end_epoch(lead, stack, opt, members, data, loss_sums, right, seconds) -> No
     """Score every member's epoch with one host sync, then record, log, checkpoint and hook each, as
     Trainer.fit does; a member that diverged, stopped early, was pruned or finished gets its result."""
     n, n_val = len(data.train[0]), len(data.val[0])
-    val_loss, val_right = _val_scores(stack, data)
+    val_loss, val_right = _val_scores(stack, data, lead.eval_batch_size, lead.device)
     table = torch.stack([loss_sums, right.to(loss_sums), val_loss, val_right.to(loss_sums)]).T.tolist()
     stepped = False
     for i, (m, (loss_sum, right_i, vl, vr)) in enumerate(zip(members, table)):

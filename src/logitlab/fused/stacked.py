@@ -143,11 +143,6 @@ class StackedModel(nn.Module):
         return x * torch.stack(noise)
 
 
-def stack_input(x: Tensor, idx: Tensor) -> Tensor:
-    """Each variant's batch: rows idx[i] of x, as (N, B, ...)."""
-    return x.index_select(0, idx.flatten()).view(*idx.shape, *x.shape[1:])
-
-
 # ---------------------------------------------------------------------------------------- optimizers
 _HYPERPARAMETERS = {torch.optim.Adam: ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay"),
                     torch.optim.AdamW: ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay"),

@@ -4,6 +4,7 @@ trainer, so anything that reports on a model can use it."""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +20,19 @@ def as_float(z: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def logits(model: nn.Module, x: Tensor, autocast=None) -> Tensor:
-    """The model's raw outputs (N, num_classes) as float32 (`as_float`), in eval mode and in batches of
-    EVAL_BATCH; the model's mode is restored."""
+def logits(model: nn.Module, x: Tensor, autocast=None, prepare: Callable[[Tensor], Tensor] | None = None,
+           batch: int = EVAL_BATCH) -> Tensor:
+    """The model's raw outputs (N, num_classes) as float32 (`as_float`), in eval mode and in chunks of
+    `batch` examples (trainer.eval_batch_size), each moved to the model's device (a split streamed from the
+    host is never there whole) and made model inputs by `prepare` (SplitData.inputs: raw pixels normalised);
+    the model's mode is restored."""
+    device = next(model.parameters()).device
+    prepare = prepare or (lambda chunk: chunk)
     was_training = model.training
     model.eval()
     try:
         with autocast or nullcontext():
-            chunks = [as_float(model(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]
+            chunks = [as_float(model(prepare(x[i:i + batch].to(device)))) for i in range(0, len(x), batch)]
     finally:
         model.train(was_training)
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
@@ -38,9 +44,10 @@ def loss_and_right(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return F.cross_entropy(z, y, reduction="sum"), (z.argmax(1) == y).sum()
 
 
-def loss_and_accuracy(model: nn.Module, x: Tensor, y: Tensor, autocast=None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on (x, y)."""
-    loss_sum, right = loss_and_right(logits(model, x, autocast), y)
+def loss_and_accuracy(model: nn.Module, x: Tensor, y: Tensor, autocast=None, prepare=None,
+                      batch: int = EVAL_BATCH) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` on (x, y) (`logits`' arguments)."""
+    loss_sum, right = loss_and_right(logits(model, x, autocast, prepare, batch), y.to(next(model.parameters()).device))
     return loss_sum.item() / len(y), right.item() / len(y)
 
 
@@ -51,7 +58,8 @@ def softmax(z: Tensor) -> Tensor:
     return e / e.sum(dim=1, keepdim=True)
 
 
-def probabilities(model: nn.Module, x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+def probabilities(model: nn.Module, x: Tensor, dtype: torch.dtype = torch.float32, prepare=None,
+                  batch: int = EVAL_BATCH) -> Tensor:
     """softmax(model(x)) per row, (N, num_classes), computed in `dtype` (float64 keeps tiny
     probabilities that float32 rounds to 0)."""
-    return softmax(logits(model, x).to(dtype))
+    return softmax(logits(model, x, prepare=prepare, batch=batch).to(dtype))

@@ -1,7 +1,9 @@
 """The training of one model from finished objects (it never sees a config): the loop and what it stands on.
 
-  loop.py          Trainer.fit: the data resident on the device, a batch a shuffled index and a slice, one
-                   host sync an epoch; a signal stops it at a step it resumes from bit for bit
+  loop.py          Trainer.fit: a batch a shuffled index, augmented and normalised on the device, one host
+                   sync an epoch; a signal stops it at a step it resumes from bit for bit
+  feed.py          where the training inputs rest: resident on the device, or streamed a batch ahead from
+                   the host when they exceed data.max_resident_gb
   optimizer.py     the optimizer completed with its fused kernel and stepped without torch's wrappers
   console.py       what a run prints: what is about to train, a line per epoch, the progress bar
   state.py         the training state beyond model and optimizer: position, RNG streams, record

@@ -22,7 +22,6 @@ import os
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,13 +32,14 @@ from torch import Tensor, nn
 from logitlab import ConfigError
 from logitlab.data.splits import SplitData
 from logitlab.reporting.scoring import as_float, logits as eval_logits, loss_and_right
-from logitlab.trainer import checkpoint, rundir, runtime
+from logitlab.data.augment import Augmentation
+from logitlab.trainer import checkpoint, feed, rundir, runtime
 from logitlab.trainer.console import epoch_line, progress_bar, run_summary
 from logitlab.trainer.distributed import SOLO, StopVote, World
 from logitlab.trainer.objective import Objective
 from logitlab.trainer.optimizer import grad_resetter, make_optimizer, stepper
 from logitlab.trainer.runtime import pick_device
-from logitlab.trainer.state import Position, Randomness, Record, copied
+from logitlab.trainer.state import Position, Randomness, Record, augment_stream, copied
 
 log = logging.getLogger("logitlab")
 epoch_log = logging.getLogger("logitlab.epochs")  # one line per epoch; a progress bar stands in on a terminal
@@ -67,8 +67,9 @@ class Trainer:
                  grad_clip: float | None = None, device: str = "auto", precision: str = "fp32",
                  compile: bool = False, deterministic: bool = False, progress: bool = True,
                  objective: str = "val/acc", direction: str = "auto", checkpoint_every_s: float = 0.0,
-                 histograms: bool = False, patience: int | None = None, threads: int | str = "auto"):
-        for key, value in (("epochs", epochs), ("batch_size", batch_size)):
+                 histograms: bool = False, patience: int | None = None, threads: int | str = "auto",
+                 eval_batch_size: int = 4096):
+        for key, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"trainer.{key}={value!r} must be a positive integer")
         if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
@@ -86,7 +87,7 @@ class Trainer:
         # The metric that picks best.pt: the objective itself, or for a test/ objective its val/ twin
         # (choosing weights by their test score would leak the test split into training).
         self.selection = Objective.of(self.objective.name.replace("test/", "val/"), self.objective.direction)
-        self.epochs, self.batch_size = epochs, batch_size
+        self.epochs, self.batch_size, self.eval_batch_size = epochs, batch_size, eval_batch_size
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
         self.device = pick_device(device)
         self.precision, self.compile, self.deterministic = precision, compile, deterministic
@@ -99,13 +100,16 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self, model: nn.Module, data: SplitData, optimizer: Callable, run_dir: str | Path,
             schedule: Callable | None = None, seed: int = 0, config: dict | None = None, board=None,
-            on_epoch_end: Sequence[Callable[[int, dict], None]] = (), world: World = SOLO) -> Record:
+            on_epoch_end: Sequence[Callable[[int, dict], None]] = (), world: World = SOLO,
+            augment: Augmentation | None = None, max_resident_gb: float | str = "auto") -> Record:
         """Train `model` on `data`, resuming from `run_dir/checkpoints` when it holds a checkpoint.
 
         `optimizer` and `schedule` are factories (Hydra `_partial_`s) completed here with the model's
         parameters and the number of steps. `board` (a tensorboard_log.RunBoard) logs every epoch; each
         of `on_epoch_end` is called with (epoch, metrics). `world`: the processes training this model
-        together (distributed.World; pass board and hooks on rank 0 only). Returns the run's record;
+        together (distributed.World; pass board and hooks on rank 0 only). `augment` (data/augment.py)
+        transforms each training batch; inputs over `max_resident_gb` stream from the host (feed.py).
+        Returns the run's record;
         checkpoints/best.pt holds the best epoch's weights, the model the final ones."""
         ckpt_dir = Path(run_dir) / "checkpoints"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -115,12 +119,18 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         self.device = world.device(self.device)
         self.use_threads(runtime.work_per_step(model, data.input_shape, self.batch_size))
-        model, data = self._to_device(model, data, world)
+        if augment is not None:
+            augment.check(data.input_shape, data.name)
+        keep = feed.resident(data.stored_bytes, self.device, max_resident_gb,
+                             what=f"{data.name} {str(data.train[0].dtype).removeprefix('torch.')}")
+        model, data = feed.place(model, data, self.device, world.distributed, self.deterministic, inputs=keep)
+        self.inputs, self.augment = feed.TrainInputs(data.train[0], self.device, streamed=not keep), augment
         n, steps_per_epoch = len(data.train[0]), math.ceil(len(data.train[0]) / self.batch_size)
         opt = make_optimizer(optimizer, list(model.parameters()))
         sched, sched_per_step = self.make_schedule(schedule, opt, steps_per_epoch)
         pos = Position(labels=data.train[1], batch_size=self.batch_size, rank=world.rank, world_size=world.size)
-        rng = Randomness(torch.Generator().manual_seed(seed), rank=world.rank, world_size=world.size)
+        rng = Randomness(torch.Generator().manual_seed(seed), rank=world.rank, world_size=world.size,
+                         augment=augment_stream(seed) if augment is not None else None)
         record = Record()
         stateful = dict(model=model, optimizer=opt, rng=rng, position=pos, record=record,
                         **({"schedule": sched} if sched is not None else {}))
@@ -186,19 +196,6 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(runtime.pick_threads(self.threads, work_per_step))
 
-    def _to_device(self, model: nn.Module, data: SplitData, world: World = SOLO) -> tuple[nn.Module, SplitData]:
-        model.to(self.device)
-        data = data.to(self.device)
-        if self.device.type == "cuda" and world.distributed:
-            # batch statistics over the whole global batch; on the CPU (gloo) each rank's batch norm sees its share
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = not self.deterministic  # fixed batch shapes: time cuDNN's kernels once
-            if data.train[0].dim() == 4:  # images: NHWC is the layout cuDNN's fast convolutions want
-                model.to(memory_format=torch.channels_last)
-                data = _channels_last(data)
-        return model, data
-
     def restore(self, stateful: dict, ckpt: dict | None, config: dict, ckpt_dir: Path) -> bool:
         """Load every stateful object from `ckpt` and say whether there was one; a checkpoint made under
         another config, or holding state this run has no place for (or lacking some), is refused in one line."""
@@ -261,54 +258,64 @@ class Trainer:
         """Run the remaining steps of the current epoch; stops early (keeping `pos`) on a signal. Data-parallel
         (`vote` given), each step trains on this rank's share of the batch and the ranks vote on stopping
         after it; the vote before the first step settles whether to draw the epoch's order at all."""
-        x, y = data.train
-        bs, n = self.batch_size, len(x)
+        y = data.train[1]
+        bs, n = self.batch_size, len(y)
         if vote is not None:
             self.signal_received = vote.agree()
         if self.signal_received is not None:  # arrived between epochs: stop before the next order is drawn
             return
         if pos.perm is None:
-            pos.perm = torch.randperm(len(x), generator=rng.shuffle).to(x.device)
+            pos.perm = torch.randperm(n, generator=rng.shuffle).to(self.device)
             pos.losses, pos.preds, pos.correct = [], [], None
         autocast = self._autocast()
         params = [p for p in model.parameters() if p.requires_grad] if self.grad_clip else None
         zero_grad, opt_step = grad_resetter(opt), stepper(opt)
-        keep_layout = x.dim() == 4 and not x.is_contiguous()  # channels_last images (GPU): x[idx] keeps it
-        for step in range(pos.step, math.ceil(n / bs)):
-            if self.signal_received is not None:
-                return
-            idx = pos.perm[step * bs:(step + 1) * bs]
-            if vote is not None:
-                idx = idx[world.rank::world.size]  # this rank's share of the global batch
-            xb = x[idx] if keep_layout else x.index_select(0, idx)  # index_select: half x[idx]'s cost on CPU
-            yb = y.index_select(0, idx)
-            with autocast:
-                logits = model(xb)
-            if vote is None:
-                loss = F.cross_entropy(as_float(logits), yb, label_smoothing=self.label_smoothing)
-            else:  # this rank's part of the batch mean (the shares may differ in size) ...
-                loss = F.cross_entropy(as_float(logits), yb, label_smoothing=self.label_smoothing,
-                                       reduction="sum") / min(bs, n - step * bs)
-            zero_grad()
-            # ... whose gradient DDP averages over the ranks: times their number, that is the batch mean's
-            (loss if vote is None else loss * world.size).backward()
-            if params:
-                nn.utils.clip_grad_norm_(params, self.grad_clip)
-            opt_step()
-            if step_schedule is not None:
-                step_schedule.step()
-            pos.losses.append(loss.detach())
-            pos.preds.append(logits.argmax(1))  # compared with the labels once per epoch, in count_correct
-            pos.step = step + 1
-            if vote is not None:
-                self.signal_received = vote.agree()
+        perm = pos.perm.cpu() if self.inputs.streamed else pos.perm  # a streamed batch is gathered on the host
+        share = slice(world.rank, None, world.size) if vote is not None else slice(None)  # this rank's share
+
+        def indices(step: int) -> Tensor:
+            return perm[step * bs:(step + 1) * bs][share]
+
+        channels_last = self.inputs.streamed and self.device.type == "cuda" and data.train[0].dim() == 4
+        steps = range(pos.step, math.ceil(n / bs))
+        with self.inputs.batches(indices, steps) as batches:
+            for step, xb in zip(steps, batches):
+                if self.signal_received is not None:
+                    return
+                idx = pos.perm[step * bs:(step + 1) * bs][share]
+                if self.augment is not None:  # the whole batch's draws, whatever this rank's share
+                    xb = self.augment.apply(xb, self.augment.draw(min(bs, n - step * bs), rng.augment)[share])
+                xb = data.inputs(xb)
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                yb = y.index_select(0, idx)
+                with autocast:
+                    logits = model(xb)
+                if vote is None:
+                    loss = F.cross_entropy(as_float(logits), yb, label_smoothing=self.label_smoothing)
+                else:  # this rank's part of the batch mean (the shares may differ in size) ...
+                    loss = F.cross_entropy(as_float(logits), yb, label_smoothing=self.label_smoothing,
+                                           reduction="sum") / min(bs, n - step * bs)
+                zero_grad()
+                # ... whose gradient DDP averages over the ranks: times their number, that is the batch mean's
+                (loss if vote is None else loss * world.size).backward()
+                if params:
+                    nn.utils.clip_grad_norm_(params, self.grad_clip)
+                opt_step()
+                if step_schedule is not None:
+                    step_schedule.step()
+                pos.losses.append(loss.detach())
+                pos.preds.append(logits.argmax(1))  # compared with the labels once per epoch, in count_correct
+                pos.step = step + 1
+                if vote is not None:
+                    self.signal_received = vote.agree()
 
     def _finish_epoch(self, model, opt, sched, sched_per_step, data: SplitData, pos: Position,
                       sizes: Tensor, world: World = SOLO) -> dict:
         x, (val_x, val_y) = data.train[0], data.val
         losses = torch.stack(pos.losses)  # (steps,) batch means (data-parallel: this rank's parts of them)
-        val_loss, val_right = loss_and_right(eval_logits(model, world.shard(val_x), self._autocast()),
-                                             world.shard(val_y))
+        val_logits = eval_logits(model, world.shard(val_x), self._autocast(), data.inputs, self.eval_batch_size)
+        val_loss, val_right = loss_and_right(val_logits, world.shard(val_y))
         right = pos.count_correct()
         totals = world.sum(torch.stack([losses @ sizes.to(losses), right, val_loss, val_right]))  # over the ranks, if several
         loss_sum, right, val_loss, val_right = totals.tolist()  # the epoch's one host sync
@@ -374,11 +381,6 @@ def _sum_partial_epoch(pos: Position, world: World) -> None:
     right = pos.count_correct()
     sums = world.sum(torch.cat([torch.stack(pos.losses), right.reshape(1).to(torch.float32)]))
     pos.losses, pos.correct = list(sums[:-1].unbind()), sums[-1].to(right.dtype)
-
-
-def _channels_last(data: SplitData) -> SplitData:
-    nhwc = lambda xy: (xy[0].contiguous(memory_format=torch.channels_last), xy[1])  # noqa: E731
-    return replace(data, train=nhwc(data.train), val=nhwc(data.val), test=nhwc(data.test))
 
 
 class _NoWriter:

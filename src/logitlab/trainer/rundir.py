@@ -15,7 +15,10 @@ from typing import Any, Iterable
 
 # Keys a rerun may change: more epochs train on from where the run stopped; the rest do not touch results.
 RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.figures", "trainer.threads", "trainer.histograms",
-                     "trainer.checkpoint_every_s")
+                     "trainer.checkpoint_every_s", "trainer.eval_batch_size", "data.max_resident_gb")
+# Keys added to the config since runs were first saved, with the value that means what their absence did:
+# a run saved before augmentation existed trained with augment=none.
+ADDED_SINCE = {"augment": {}}
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -32,6 +35,7 @@ def changed_keys(old: dict, new: dict, allowed: Iterable[str] = RESUMABLE_CHANGE
     """(key, old value, new value) for every key whose value differs, except those in `allowed`.
     `trainer.epochs` may only grow: fewer epochs than a run already has would rewrite its history."""
     a, b = flatten(old), flatten(new)
+    a.update({k: v for k, v in flatten(ADDED_SINCE).items() if k not in a and k in b})
     changed = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, "<unset>"), b.get(key, "<unset>")

@@ -87,11 +87,14 @@ class Randomness:
     Data-parallel, every rank shuffles alike (the same `shuffle` seed), and rank r of `world_size` draws
     its dropout masks from a stream of its own (rank 0 from the one a solo run has). The trainer gathers
     every rank's `own_streams()` into `ranks` for rank 0's checkpoint; resumed under the same number of
-    ranks each takes its own back, under another each rank > 0 starts a stream of its own again."""
+    ranks each takes its own back, under another each rank > 0 starts a stream of its own again. The
+    augmentation's `augment` generator is shared like the shuffle: every rank draws the whole batch's
+    parameters and applies its share, so the draws do not depend on the number of ranks."""
 
     def __init__(self, shuffle: torch.Generator, dropout: torch.Generator | None = None, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, augment: torch.Generator | None = None):
         self.shuffle, self.dropout, self.rank, self.world_size = shuffle, dropout, rank, world_size
+        self.augment = augment  # the augmentation's draws (a run with augment=none has none)
         self.ranks: list[dict] | None = None
         if rank:
             self._own_stream()
@@ -99,6 +102,8 @@ class Randomness:
     def state_dict(self) -> dict:
         dropout = self.dropout.get_state() if self.dropout is not None else torch.get_rng_state()
         state = {"torch": dropout, "shuffle": self.shuffle.get_state()}
+        if self.augment is not None:
+            state["augment"] = self.augment.get_state()
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         if self.ranks is not None:
@@ -111,6 +116,8 @@ class Randomness:
         else:
             torch.set_rng_state(state["torch"])
         self.shuffle.set_state(state["shuffle"])
+        if self.augment is not None:
+            self.augment.set_state(state["augment"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
         if self.world_size == 1:
@@ -134,6 +141,14 @@ class Randomness:
         """Seed torch's RNGs from the stream every rank shares (a draw of it) and this rank: so each rank's
         masks differ, and a rerun repeats them."""
         torch.manual_seed(int(torch.randint(2**62, ())) + self.rank)
+
+
+def augment_stream(seed: int) -> torch.Generator:
+    """The generator of a run's augmentation draws: its own stream of `seed`, apart from the shuffle's
+    (seeded with `seed` itself), so turning augmentation on leaves the run's order as it was."""
+    import numpy as np
+
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xA06]).generate_state(1, np.uint64)[0]))
 
 
 def copied(obj):
