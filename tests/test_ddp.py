@@ -105,7 +105,11 @@ def _weights(run_dir: Path) -> dict:
 
 
 def _assert_same_training(a: Path, b: Path) -> None:
-    """Every epoch's metrics and the final weights, to float tolerance (sums over ranks add in another order)."""
+    """Every epoch's metrics and the final weights, to float tolerance (sums over ranks add in another order).
+    The weights to 1e-4 of each tensor's largest value, not elementwise: Adam divides each gradient by its
+    own running scale, so a weight whose gradients are near zero (an input pixel that crops often make the
+    pad's constant) moves by lr whatever its gradient's rounding, and ends 1e-4 of its size apart (measured
+    4e-6 on weights of 0.3 after 46 steps) while the metrics agree to 1e-7."""
     ha, hb = _history(a), _history(b)
     assert [r["epoch"] for r in ha] == [r["epoch"] for r in hb]
     for ra, rb in zip(ha, hb):
@@ -114,7 +118,7 @@ def _assert_same_training(a: Path, b: Path) -> None:
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys()
     for key in wa:
-        assert torch.allclose(wa[key], wb[key], rtol=1e-5, atol=1e-6), key
+        assert (wa[key] - wb[key]).abs().max() <= 1e-4 * wb[key].abs().max(), key
 
 
 @pytest.fixture(scope="module")
