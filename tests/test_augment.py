@@ -84,12 +84,14 @@ def test_a_streamed_folder_run_equals_the_resident_one_and_predicts_from_png_as_
 @pytest.mark.parametrize("args, says", [
     (["data=mnist1d", "augment=crop"], "error: augment=crop crops images (C, H, W); the data (mnist1d) has inputs "
                                        "of shape (1, 40); use augment=shift for sequences"),
-    (["augment=shift"], "error: augment=shift shifts sequences (C, L); the data (digits) has inputs of shape "
-                        "(1, 8, 8); use augment=crop for images"),
-    (["augment=crop", "augment.padding=-1"], "error: augment.padding=-1 must be an integer >= 0"),
+    pytest.param(["augment=shift"], "error: augment=shift shifts sequences (C, L); the data (digits) has inputs "
+                                    "of shape (1, 8, 8); use augment=crop for images", marks=pytest.mark.slow),
+    pytest.param(["augment=crop", "augment.padding=-1"], "error: augment.padding=-1 must be an integer >= 0",
+                 marks=pytest.mark.slow),
     (["data.max_resident_gb=-1"], "error: data.max_resident_gb=-1 must be a number of GB >= 0"),
 ], ids=["crop of sequences", "shift of images", "padding", "cap"])
 def test_a_bad_augmentation_or_cap_is_one_line_and_no_run_directory(tmp_path, args, says):
+    """make test keeps one of each kind (an augmentation that does not fit the data, a bad cap)."""
     line = one_line(run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}"))
     assert line.startswith(says), line
     assert not (tmp_path / "run").exists()

@@ -108,3 +108,15 @@ def test_overhead_quick_runs_every_section():
     assert _seconds(_table(report, "## Two runs started together")["auto"]["alone (s)"]) > 0
     end_to_end = _table(report, "## End to end")
     assert all(_seconds(row["wall"]) > 0 for row in end_to_end.values()) and len(end_to_end) == 2
+
+
+def test_resident_quick_measures_both_modes_and_both_dtypes():
+    """bench/resident.py --quick: resident and streamed epoch times (whose histories the script compares),
+    and the peak memory of uint8 and float32 inputs, on a folder of 300 PNGs."""
+    report = _bench("resident.py")
+    epochs = _table(report, "## Epoch time")
+    assert set(epochs) == {"mlp", "cnn"}
+    assert all(_seconds(row["resident s/epoch"]) > 0 and _seconds(row["streamed s/epoch"]) > 0 for row in epochs.values())
+    memory = _table(report, "## Peak memory")
+    assert set(memory) == {"uint8", "float32"} and all(_seconds(row["peak RSS of the command (MB)"]) > 0
+                                                      for row in memory.values())

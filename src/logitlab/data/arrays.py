@@ -40,10 +40,11 @@ def load_arrays(path: str | None = None, val_fraction: float = 0.1, test_fractio
     ys = {split: _labels(where, arrays, f"y{suffix}") for split, suffix in SPLITS.items()}
     _check_pairs(where, xs, ys)
     labels, class_names = _classes(where, arrays.get("class_names"), ys)
-    splits = {split: None if xs[split] is None else (torch.from_numpy(xs[split].astype(np.float32)), labels[split])
-              for split in SPLITS}
-    # 8-bit images keep 255 as their white: predict then reads image files for them too
-    pixel_max = 255 if xs["train"].dtype == np.uint8 and xs["train"].ndim == 4 else None
+    # 8-bit images keep 255 as their white (predict then reads image files for them too) and rest as uint8
+    images = xs["train"].ndim == 4 and all(x.dtype == np.uint8 for x in xs.values() if x is not None)
+    as_stored = lambda x: torch.from_numpy(x if images else x.astype(np.float32))  # noqa: E731
+    splits = {split: None if xs[split] is None else (as_stored(xs[split]), labels[split]) for split in SPLITS}
+    pixel_max = 255 if images else None
     return split_data(Path(path).stem, splits["train"], splits["val"], splits["test"], class_names,
                       val_fraction, test_fraction, split_seed, pixel_max)
 
