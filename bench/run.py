@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import logging
 import os
@@ -96,11 +97,19 @@ def _check_keras_copy(model, data) -> None:
         assert (keras_logits - model(x)).abs().max() < 1e-4, "the Keras copy computes something else"
 
 
+def _as_float(data):
+    """The splits as normalised float32 tensors, as a hand-written loop (and Lightning, Keras) would hold them;
+    logitlab takes its own SplitData, whose 8-bit images rest as uint8 and are normalised per batch."""
+    as_inputs = lambda xy: (data.inputs(xy[0]), xy[1])  # noqa: E731
+    return dataclasses.replace(data, train=as_inputs(data.train), val=as_inputs(data.val), test=as_inputs(data.test))
+
+
 def measure(rows, names, reps: int, device: str, log) -> dict:
     """{row: {contender: [seconds per epoch, one per repetition]}}"""
     loaders = {"mnist1d": lambda: load_mnist1d(os.environ.get("LOGITLAB_DATA", "~/.cache/logitlab")),
                "digits": load_digits}  # the cache the configs use (data.root)
     datasets = {name: loaders[name]() for name in {row[1] for row in rows}}
+    as_float = {name: _as_float(data) for name, data in datasets.items()}
     times = {row[0]: {name: [] for name in names} for row in rows}
     writes = {row[0]: [] for row in rows}  # checkpoint files logitlab wrote per run
     initial = {}
@@ -108,13 +117,13 @@ def measure(rows, names, reps: int, device: str, log) -> dict:
         torch.manual_seed(0)  # one set of initial weights per row, copied into every contender
         initial[label] = build(datasets[dataset].input_shape)
         if "Keras" in names:
-            _check_keras_copy(initial[label], datasets[dataset])
+            _check_keras_copy(initial[label], as_float[dataset])
     for rep in range(reps):
         started = time.perf_counter()
         for label, dataset, _, batch_size, epochs in rows:
-            data = datasets[dataset]
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
+                data = datasets[dataset] if name == "logitlab" else as_float[dataset]
                 with _as_on_a_terminal():
                     ends, steps = contenders.CONTENDERS[name](copy.deepcopy(initial[label]), data, batch_size,
                                                               epochs, device)
