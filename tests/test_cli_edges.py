@@ -45,7 +45,7 @@ def refused(r: subprocess.CompletedProcess, cwd: Path) -> str:
 
 # ---------------------------------------------------------------------------------------- 3. bad values
 @pytest.mark.parametrize("args, said", [
-    (["seed=abc"], "seed=abc is not an integer (the type of its default, 0)"),
+    (["seed=abc"], "seed=abc is not an integer (what seeds every random stream of a run)"),
     # make test keeps one per rule (a default's type, a declared choice); the other types: make test-all
     pytest.param(["trainer.batch_size=1.5"], "trainer.batch_size=1.5 is not an integer", marks=pytest.mark.slow),
     pytest.param(["trainer.epochs=[3]"], "trainer.epochs=[3] is not an integer", marks=pytest.mark.slow),
