@@ -102,17 +102,37 @@ def test_a_file_with_its_own_splits_and_class_names_trains_predicts_by_name_and_
     assert (probs.argmax(1).numpy() == digits["test"][1]).mean() > 0.9
 
 
-def test_bad_input_is_one_line_before_any_run_directory(tmp_path):
+def _bad_files(tmp_path) -> dict[Path, str]:
+    """data.path of a bad .npz -> a pattern the one line must match."""
     x, y = np.zeros((20, 3), np.float32), np.arange(20) % 2
     np.savez(tmp_path / "no_y.npz", x=x, labels=y)
     np.savez(tmp_path / "lengths.npz", x=x, y=y[:19])
     np.savez(tmp_path / "objects.npz", x=x, y=np.array([{"a": 1}] * 20, dtype=object))
-    cases = {  # data.path -> a pattern the one line must match
+    return {
         tmp_path / "nowhere.npz": r"data\.path=\S+nowhere\.npz does not exist",
         tmp_path / "no_y.npz": r"no_y\.npz has no y array; it holds x, labels; expected x, y, x_val",
         tmp_path / "lengths.npz": r"x has 20 examples and y 19 labels",
         tmp_path / "objects.npz": r"y is an array of Python objects, which is not loaded",
     }
+
+
+def test_bad_input_is_one_line_before_any_run_directory(tmp_path):
+    """Every bad file as load_arrays refuses it, in one line; one through the command line (exit 2, no run
+    directory). Every case through the command line: make test-all."""
+    cases = _bad_files(tmp_path)
+    for path, pattern in cases.items():
+        with pytest.raises(ConfigError) as refused:
+            load_arrays(str(path))
+        assert "\n" not in str(refused.value) and re.search(pattern, str(refused.value)), refused.value
+    path = tmp_path / "objects.npz"
+    line = one_line(run_cli("data=arrays", f"data.path={path}", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert re.search(cases[path], line), line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_every_bad_file_is_one_line_through_the_command_line(tmp_path):
+    cases = _bad_files(tmp_path)
     done = in_parallel(*(("data=arrays", f"data.path={path}", f"hydra.run.dir={tmp_path / 'run'}") for path in cases))
     for pattern, result in zip(cases.values(), done):
         assert re.search(pattern, one_line(result)), result.stderr

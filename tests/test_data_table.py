@@ -279,14 +279,14 @@ def test_class_names_are_the_labels_as_written_sorted_as_numbers_when_they_are(t
 
 
 # ---------------------------------------------------------------------------------------- (d) bad input
-def test_bad_input_is_one_line_before_any_run_directory(tables, runs, tmp_path):
+def _bad_tables(tables, tmp_path) -> dict[tuple, list[str]]:
+    """Command-line arguments of bad tables -> what the one line must say."""
     wine_table = wine()
     wine_table[wine_table.cultivar == "barolo"].to_csv(tmp_path / "one_class.csv", index=False)
     wine_table.assign(harvested=pd.date_range("2020-09-01", periods=len(wine_table)).strftime("%Y-%m-%d")).to_csv(
         tmp_path / "dated.csv", index=False)
     (tmp_path / "wine.xlsx").write_bytes(b"PK")
-    wine_table.drop(columns=["alcohol", "hue"]).to_csv(tmp_path / "rows.csv", index=False)
-    cases = {  # arguments -> what the line must say
+    return {
         (): ["data.path is not set", "data.path=FILE"],
         (f"data.path={tmp_path / 'nope.csv'}", "data.label=cultivar"): ["nope.csv does not exist", ".parquet"],
         (f"data.path={tables['wine']}", "data.label=variety"):
@@ -298,15 +298,38 @@ def test_bad_input_is_one_line_before_any_run_directory(tables, runs, tmp_path):
         (f"data.path={tmp_path / 'wine.xlsx'}", "data.label=cultivar"):
             [".xlsx is not a table format", ".csv, .tsv, .parquet"],
     }
+
+
+def test_bad_input_is_one_line_before_any_run_directory(tables, runs, tmp_path):
+    """Every bad table as load_table refuses it, in one line; one of them through the command line (exit 2,
+    no run directory), and predict's refusal of rows that lack columns. Every case through the command
+    line: test_every_bad_table_is_one_line_through_the_command_line (make test-all)."""
+    cases = _bad_tables(tables, tmp_path)
+    for args, said in cases.items():
+        with pytest.raises(ConfigError) as refused:
+            load_table(**dict(a.removeprefix("data.").split("=", 1) for a in args))
+        assert "\n" not in str(refused.value) and all(s in str(refused.value) for s in said), (args, refused.value)
+    wine_table = wine()
+    wine_table.drop(columns=["alcohol", "hue"]).to_csv(tmp_path / "rows.csv", index=False)
+    args, said = list(cases.items())[2]
+    trained, predicted = in_parallel((TRAIN, "data=table", *args, *QUIET, f"hydra.run.dir={tmp_path / 'run'}"),
+                                     (PREDICT, f"run={runs['wine']}", f"input={tmp_path / 'rows.csv'}"))
+    line = one_line(trained, 2)
+    assert all(s in line for s in said), line
+    assert not (tmp_path / "run").exists()
+    line = one_line(predicted, 1)  # predict's status for bad input
+    assert all(s in line for s in ("input=", "rows.csv", "lacks the columns alcohol, hue", "it has: malic_acid")), line
+
+
+@pytest.mark.slow
+def test_every_bad_table_is_one_line_through_the_command_line(tables, tmp_path):
+    cases = _bad_tables(tables, tmp_path)
     commands = [(TRAIN, "data=table", *args, *QUIET, f"hydra.run.dir={tmp_path / f'run{i}'}")
                 for i, args in enumerate(cases)]
-    *done, predicted = in_parallel(*commands, (PREDICT, f"run={runs['wine']}", f"input={tmp_path / 'rows.csv'}"))
-    for i, (d, said) in enumerate(zip(done, cases.values())):
+    for i, (d, said) in enumerate(zip(in_parallel(*commands), cases.values())):
         line = one_line(d, 2)
         assert all(s in line for s in said), (commands[i], line)
         assert not (tmp_path / f"run{i}").exists()
-    line = one_line(predicted, 1)  # predict's status for bad input
-    assert all(s in line for s in ("input=", "rows.csv", "lacks the columns alcohol, hue", "it has: malic_acid")), line
 
 
 def test_other_bad_tables_are_one_line(tmp_path):
