@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install train test test-all tb tb-check bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity exp-own-table
+.PHONY: install train test test-all tb tb-check bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity exp-own-table exp-augment
 
 install: $(VENV)/.installed
 
@@ -36,13 +36,14 @@ tb-check: install     ## HParams over a real sweep, read in headless Chromium (i
 	$(PY) -m pip install -q playwright
 	$(PY) tools/tb_check.py $(ARGS)
 
-bench: install        ## the trainer vs a hand-written loop, Lightning and Keras; a PNG folder vs ImageFolder; sweep wall times fused vs unfused vs eadd62d
+bench: install        ## the trainer vs a hand-written loop, Lightning and Keras; a PNG folder vs ImageFolder; resident vs streamed, uint8 vs float32; sweep wall times fused vs unfused vs eadd62d
 	$(PY) -m pip install -q -e '.[dev,onnx,bench]'
 	$(PY) bench/run.py
 	$(PY) bench/folder.py
+	$(PY) bench/resident.py
 	$(PY) bench/overhead.py
 
-experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity exp-own-table  ## every study in experiments/ (~40 min)
+experiments: exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity exp-own-table exp-augment  ## every study in experiments/ (~45 min)
 
 exp-zoo: install                   ## the MNIST-1D table and a cnn_nas search (~20 min)
 	PY=$(PY) bash experiments/mnist1d_zoo/run.sh
@@ -55,6 +56,9 @@ exp-softmax-vs-logistic: install   ## two-class softmax regression is logistic r
 
 exp-own-table: install             ## a table of your own with text categories and blank cells, against scikit-learn (~20 s)
 	$(PY) experiments/own_table/run.py
+
+exp-augment: install              ## does augment=crop help the digits CNN, and shift the MNIST-1D CNN? 10 seeds each (~5 min)
+	$(PY) experiments/augment/run.py
 
 exp-capacity: install              ## depth x width x activation grid against mlp_nas (~15 min)
 	PY=$(PY) bash experiments/capacity/run.sh
