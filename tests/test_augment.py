@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from conftest import one_line, run_cli, stop_after_epoch, succeeded
+from logitlab.reporting.scoring import probabilities
+from logitlab.rundirs import load_run
 from logitlab.trainer import checkpoint
 from test_data_folder import digits_pixels, write_images
 
@@ -59,7 +61,7 @@ def folder(tmp_path_factory) -> Path:
 def test_a_streamed_folder_run_equals_the_resident_one_and_predicts_from_png_as_from_its_split(folder, tmp_path):
     """crop_flip on a folder: resident (read from the memory-mapped cache into memory) and streamed
     (data.max_resident_gb=0: gathered from the map a batch ahead) train to the same numbers, bit for bit
-    on the CPU. Predict takes the test folder's PNG files as it takes the uint8 test split."""
+    on the CPU. Predict takes the test folder's PNG files to the probabilities of the uint8 test split."""
     args = ("data=folder", f"data.path={folder}", "model=cnn", "augment=crop_flip", "trainer.epochs=2",
             "trainer.progress=false", "trainer.figures=false")
     resident, streamed = tmp_path / "resident", tmp_path / "streamed"
@@ -71,14 +73,16 @@ def test_a_streamed_folder_run_equals_the_resident_one_and_predicts_from_png_as_
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (resident, streamed))
     assert (a["test/acc"], a["test/loss"]) == (b["test/acc"], b["test/loss"])
 
-    for how in ("split=test", f"input={folder / 'test'}"):
-        succeeded(run_cli(f"run={streamed}", how, f"out={tmp_path / (how[:5] + '.csv')}", module="logitlab.predict"))
-    from_split, from_png = (list(csv.DictReader((tmp_path / f"{name}.csv").open())) for name in ("split", "input"))
-    assert len(from_split) == len(from_png) == 359
+    out = tmp_path / "from_png.csv"
+    succeeded(run_cli(f"run={streamed}", f"input={folder / 'test'}", f"out={out}", module="logitlab.predict"))
+    from_png = list(csv.DictReader(out.open()))
+    model, data, _ = load_run(streamed)  # best.pt and the uint8 test split, as predict split=test reads them
+    x, y = data.test
     # the same images in the same order (class folders, then files, sorted), the same probabilities
-    assert [p["input"].split("/")[0] for p in from_png] == [s["label"] for s in from_split]
-    probs = lambda table: torch.tensor([[float(r[k]) for k in r if k.startswith("prob_")] for r in table])  # noqa: E731
-    torch.testing.assert_close(probs(from_png), probs(from_split), atol=1e-6, rtol=0)
+    assert [row["input"].split("/")[0] for row in from_png] == [data.class_names[i] for i in y]
+    got = torch.tensor([[float(row[f"prob_{c}"]) for c in data.class_names] for row in from_png])
+    assert x.dtype == torch.uint8
+    torch.testing.assert_close(got, probabilities(model, x, prepare=data.inputs), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("args, says", [
@@ -97,6 +101,7 @@ def test_a_bad_augmentation_or_cap_is_one_line_and_no_run_directory(tmp_path, ar
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # make test runs shift in tests/test_fused.py (cnn_shift), and crop's effect above
 def test_shift_changes_training_on_mnist1d(tmp_path):
     """augment=shift on MNIST-1D's float sequences: the same order and initial weights, shifted inputs."""
     args = ("data=mnist1d", "model=cnn", "trainer.epochs=1", "trainer.progress=false", "trainer.figures=false")
