@@ -8,7 +8,7 @@ again for 100, as augmentation often needs longer training to pay off. The seeds
 as one fused group. Crop padding 1 and 2 (the default) on 8x8 digits, where 2 pixels is a quarter of the
 image; shifts of up to 2, 4 (the default) and 8 of MNIST-1D's 40 steps.
 
-    .venv/bin/python experiments/augment/run.py            # ~6 min on 2 cores; writes results.md
+    .venv/bin/python experiments/augment/run.py            # ~5 min on 2 cores; writes results.md
     .venv/bin/python experiments/augment/run.py --quick    # 2 seeds, 2 epochs: the plumbing
 
 Runs go to multirun/augment/ (git-ignored).
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -41,8 +42,10 @@ CONDITIONS = [
 ]
 
 
-def sweep(sweep_dir: Path, dataset: str, overrides: list[str], seeds: int, epochs: int) -> float:
-    """Train the condition's seeds through the command line; its wall time in seconds."""
+def sweep(sweep_dir: Path, dataset: str, overrides: list[str], seeds: int, epochs: int) -> tuple[float, float]:
+    """Train the condition's seeds through the command line; its wall time in seconds, and the machine's
+    1-minute load average at the end: the run's own threads count in it (2 on 2 cores), so well above that
+    means something else shared the cores and inflated the wall time (the accuracies are not affected)."""
     shutil.rmtree(sweep_dir, ignore_errors=True)
     command = [sys.executable, "-m", "logitlab.train", "-m", f"data={dataset}", "model=cnn", *overrides,
                f"seed=range({seeds})", f"trainer.epochs={epochs}", "trainer.progress=false",
@@ -51,7 +54,7 @@ def sweep(sweep_dir: Path, dataset: str, overrides: list[str], seeds: int, epoch
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, os.getloadavg()[0]
 
 
 def scores(sweep_dir: Path) -> dict[int, dict]:
@@ -64,24 +67,35 @@ def scores(sweep_dir: Path) -> dict[int, dict]:
     return out
 
 
+def torch_threads(sweep_dir: Path) -> set[int]:
+    """The intra-op threads the jobs used, as each train.log states it ("device cpu, 2 torch threads")."""
+    found = set()
+    for log in sweep_dir.glob("*/train.log"):
+        found.update(int(n) for n in re.findall(r"(\d+) torch threads?", log.read_text()))
+    return found
+
+
 def mean_std(values: list[float], scale: float = 100, digits: int = 1) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{scale * statistics.mean(values):.{digits}f} ± {scale * std:.{digits}f}"
 
 
-def table(results: list[tuple], seeds: int) -> list[str]:
-    lines = ["| data | augment | test acc % | test loss | best epoch | vs none, same seed (points) | seeds better "
-             "/ worse | sweep wall (s) |", "|---|---|---|---|---|---|---|---|"]
+def table(results: list[tuple]) -> list[str]:
+    """One row per condition; the paired columns compare each seed with the same seed of the dataset's
+    baseline (the first condition of that dataset), which shares its initial weights and batch order."""
+    lines = ["| data | model | augment | seeds | test acc % | test loss | best epoch | vs none, same seed (points) "
+             "| seeds better / worse | sweep wall (s) | load after |", "|---|---|---|---:|---|---|---:|---|---|---:|---:|"]
     baseline: dict[str, dict] = {}
-    for dataset, label, runs, wall in results:
+    for dataset, label, runs, wall, load in results:
         baseline.setdefault(dataset, runs)
         base = baseline[dataset]
         diffs = [runs[s]["test/acc"] - base[s]["test/acc"] for s in sorted(runs)]
         paired = "—" if runs is base else f"{mean_std(diffs)}"
         counts = "—" if runs is base else f"{sum(d > 0 for d in diffs)} / {sum(d < 0 for d in diffs)}"
-        lines.append(f"| {dataset} | {label} | {mean_std([r['test/acc'] for r in runs.values()])} | "
+        lines.append(f"| {dataset} | cnn | {label} | {len(runs)} | {mean_std([r['test/acc'] for r in runs.values()])} | "
                      f"{mean_std([r['test/loss'] for r in runs.values()], 1, 3)} | "
-                     f"{statistics.mean(r['best_epoch'] for r in runs.values()):.1f} | {paired} | {counts} | {wall:.0f} |")
+                     f"{statistics.mean(r['best_epoch'] for r in runs.values()):.1f} | {paired} | {counts} | "
+                     f"{wall:.0f} | {load:.1f} |")
     return lines
 
 
@@ -98,17 +112,24 @@ def main() -> None:
              "", f"CNN (`model=cnn` defaults), seeds 0-{args.seeds - 1}, test accuracy of best.pt (by val/acc), mean "
              f"± std over seeds; the paired column is the mean ± std of the per-seed difference from `none`. "
              f"{platform.machine()}, {os.cpu_count()} cores, CPU; each sweep's seeds train as one fused group."]
+    threads: set[int] = set()
+    started = time.perf_counter()
     for epochs in args.epochs:
         results = []
         for dataset, label, overrides in CONDITIONS:
             sweep_dir = OUT / f"{epochs}epochs" / dataset / label.split(" (")[0].replace(", ", "_").replace(" ", "")
-            wall = sweep(sweep_dir, dataset, overrides, args.seeds, epochs)
+            wall, load = sweep(sweep_dir, dataset, overrides, args.seeds, epochs)
             runs = scores(sweep_dir)
             assert sorted(runs) == list(range(args.seeds)), (sweep_dir, sorted(runs))
-            results.append((dataset, label, runs, wall))
+            threads |= torch_threads(sweep_dir)
+            results.append((dataset, label, runs, wall, load))
             print(f"{epochs} epochs, {dataset} {label}: {mean_std([r['test/acc'] for r in runs.values()])} % "
                   f"in {wall:.0f} s", flush=True)
-        lines += ["", f"## {epochs} epochs", "", *table(results, args.seeds)]
+        lines += ["", f"## {epochs} epochs", "", *table(results)]
+    lines += ["", f"torch intra-op threads per run (from train.log): {', '.join(map(str, sorted(threads)))}; "
+              f"all sweeps: {time.perf_counter() - started:.0f} s. \"load after\" is the 1-minute load average as "
+              "each sweep ended; the run's own threads count in it, so well above their number means something else "
+              "shared the cores and inflated that sweep's wall time."]
     report = "\n".join(lines) + "\n"
     print(report)
     if not args.quick:
