@@ -87,12 +87,19 @@ def test_a_model_of_your_own_trains_and_resumes_through_the_searchpath(own_model
     assert json.loads((own_model_run / "metrics.json").read_text())["epochs"] == 2
 
 
-def test_predict_evaluate_and_export_build_it_when_trusted(own_model_run, project, tmp_path):
+def test_predict_builds_it_when_trusted(own_model_run, project, tmp_path):
+    """Predict, evaluate and export load a run through the same rundirs/load.py; each one's refusal
+    without trust= is below, and evaluate and export with it in make test-all."""
     metrics = json.loads((own_model_run / "metrics.json").read_text())
     predicted = cli(f"run={own_model_run}", "trust=mymodels", f"out={tmp_path / 'p.csv'}",
                     module="logitlab.predict", cwd=project)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert f"test acc {metrics['test/acc']:.4f}" in predicted.stderr  # the run's own model and weights
+
+
+@pytest.mark.slow
+def test_evaluate_and_export_build_it_when_trusted(own_model_run, project, tmp_path):
+    metrics = json.loads((own_model_run / "metrics.json").read_text())
     evaluated = cli(f"run={own_model_run}", "trust=othermodule,mymodels", f"out={tmp_path / 'e.json'}",
                     module="logitlab.evaluate", cwd=project)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

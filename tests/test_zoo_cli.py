@@ -42,11 +42,13 @@ AFTER_TRAINING = ("predict", "evaluate", "torchscript", "onnx")  # ways that rea
 WAYS = ("train", "resume", *AFTER_TRAINING)
 ATOL = 1e-4
 SUBPROCESS_TIMEOUT = 600
-# make test: every model trains on both datasets, resumes and exports to TorchScript (which loads the run
-# as predict and evaluate do) on the digits; predict and evaluate, whose code is the same for every model,
-# for a dense and a convolutional one; ONNX for one (each export ~5 s of CPU; test_export converts every
-# model on both shapes in-process). The rest, MNIST-1D's ways out included, are in make test-all.
-MODEL_AGNOSTIC_WAYS = {"predict": ("linear", "cnn"), "evaluate": ("linear", "cnn"), "onnx": ("linear",)}
+# make test: every model trains on both datasets and exports to TorchScript (which loads the run as predict
+# and evaluate do) on the digits; resume, predict and evaluate, whose code is the same for every model, for
+# a dense and a convolutional one (resume also for attention, whose dropout masks must resume too); ONNX for
+# one (each export ~5 s of CPU; test_export converts every model on both shapes in-process). The rest,
+# MNIST-1D's ways out included, are in make test-all.
+MODEL_AGNOSTIC_WAYS = {"resume": ("linear", "cnn", "attention"), "predict": ("linear", "cnn"),
+                       "evaluate": ("linear", "cnn"), "onnx": ("linear",)}
 
 
 def _slow(model: str, data: str, way: str) -> bool:
