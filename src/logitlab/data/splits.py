@@ -110,7 +110,10 @@ class SplitData:
     def inputs(self, x: Tensor) -> Tensor:
         """A batch as it rests (raw uint8 pixels, or normalised floats) as the model takes it: float32,
         normalised. Elementwise, as the float path normalised the whole split, so the values are the same."""
-        return self.normalisation(x.float()) if x.dtype == torch.uint8 else x
+        if x.dtype != torch.uint8:
+            return x
+        mean, std = self.normalisation.per_channel(x.dim() - 1)
+        return x.float().sub_(mean).div_(std)  # in place on the new float copy: once per training step
 
     def raw(self, x: Tensor) -> Tensor:
         """A split's inputs in the dataset's own units, as float32 (what predict and an export take):
