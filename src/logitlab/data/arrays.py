@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from logitlab import ConfigError
-from logitlab.data.splits import Normalisation, RawReader, SplitData, check_fraction, stratified_split
+from logitlab.data.splits import Normalisation, RawReader, SplitData, at_rest, check_fraction, stratified_split
 
 KEYS = ("x", "y", "x_val", "y_val", "x_test", "y_test", "class_names")
 SPLITS = {"train": "", "val": "_val", "test": "_test"}  # each split and the suffix of its keys
@@ -181,10 +181,8 @@ def split_data(name: str, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tenso
         if len(inputs) == 0:
             raise ConfigError(f"data {name}: the {split} split is empty; give more examples{larger.get(split, '')}")
     norm = Normalisation.of(x if x.dtype == torch.uint8 else x.float(), pixel_max)
-    # 8-bit images rest as they are, normalised per batch (SplitData.inputs); the rest as normalised floats
-    rest = (lambda raw: raw) if x.dtype == torch.uint8 and x.dim() == 4 else (lambda raw: norm(raw.float()))
-    return SplitData(name, (rest(x), y), (rest(val[0]), val[1]), (rest(test[0]), test[1]),
-                     list(class_names), norm, reader)
+    return SplitData(name, (at_rest(x, norm), y), (at_rest(val[0], norm), val[1]),
+                     (at_rest(test[0], norm), test[1]), list(class_names), norm, reader)
 
 
 def carve(labels: Tensor, own_val: bool, own_test: bool, val_fraction: float, test_fraction: float,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from logitlab import ConfigError
-from logitlab.data.splits import Normalisation, SplitData, check_fraction
+from logitlab.data.splits import Normalisation, SplitData, at_rest, check_fraction
 
 
 def _make_splits(name, x, y, test, val_n, split_seed, class_names, pixel_max=None) -> SplitData:
@@ -28,9 +28,8 @@ def _make_splits(name, x, y, test, val_n, split_seed, class_names, pixel_max=Non
     val_idx, train_idx = perm[:val_n], perm[val_n:]
     train_x = x[train_idx]
     norm = Normalisation.of(train_x, pixel_max)
-    rest = (lambda raw: raw) if x.dtype == torch.uint8 else (lambda raw: norm(raw.float()))
-    return SplitData(name, (rest(train_x), y[train_idx]), (rest(x[val_idx]), y[val_idx]),
-                     (rest(test[0]), test[1]), class_names, norm)
+    return SplitData(name, (at_rest(train_x, norm), y[train_idx]), (at_rest(x[val_idx], norm), y[val_idx]),
+                     (at_rest(test[0], norm), test[1]), class_names, norm)
 
 
 def load_digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> SplitData:

@@ -152,6 +152,14 @@ class SplitData:
                        normalisation=self.normalisation.to(device))
 
 
+def at_rest(raw: Tensor, normalisation: Normalisation) -> Tensor:
+    """A split's inputs as SplitData keeps them: 8-bit images (N, C, H, W) as they are, to be normalised per
+    batch (`SplitData.inputs`); anything else normalised once, as float32."""
+    if raw.dtype == torch.uint8 and raw.dim() == 4:
+        return raw
+    return normalisation(raw.float())
+
+
 def _memory_mapped(x: Tensor) -> bool:
     return getattr(x.untyped_storage(), "filename", None) is not None
 

@@ -91,7 +91,7 @@ def fit_group(members: list[Member]) -> None:
     keep = feed.resident(data.stored_bytes, lead.device, first.max_resident_gb,
                          what=f"{data.name} {str(data.train[0].dtype).removeprefix('torch.')}")
     data = data.to(lead.device, inputs=keep)
-    lead.inputs = feed.TrainInputs(data.train[0], lead.device, streamed=not keep)
+    inputs = feed.TrainInputs(data.train[0], lead.device, streamed=not keep)
     n, bs = len(data.train[0]), lead.batch_size
     steps = math.ceil(n / bs)
     lead.use_threads(len(members) * runtime.work_per_step(members[0].model, data.input_shape, bs))
@@ -103,7 +103,7 @@ def fit_group(members: list[Member]) -> None:
         while pending:  # members resumed at different positions train in separate stacks
             at = (pending[0].stateful["position"].epoch, pending[0].stateful["position"].step)
             together = [m for m in pending if (m.stateful["position"].epoch, m.stateful["position"].step) == at]
-            _train_together(lead, together, data, steps)
+            _train_together(lead, together, data, inputs, steps)
             pending = [m for m in pending if m.result is None]
     finally:
         for m in members:
@@ -137,7 +137,7 @@ def _snapshot(m: Member) -> dict:
     return {**{k: copied(v.state_dict()) for k, v in m.stateful.items()}, "config": m.config}
 
 
-def _train_together(lead: Trainer, members: list[Member], data, steps: int) -> None:
+def _train_together(lead: Trainer, members: list[Member], data, inputs: feed.TrainInputs, steps: int) -> None:
     x, y = data.train
     sizes = torch.full((steps,), float(bs := lead.batch_size), device=lead.device)
     sizes[-1] = len(x) - bs * (steps - 1)
@@ -151,7 +151,7 @@ def _train_together(lead: Trainer, members: list[Member], data, steps: int) -> N
         clips = _per_variant([m.trainer.grad_clip or math.inf for m in members], math.inf, dtype, lead.device)
         while not any(m.result is not None for m in members):
             started = time.perf_counter()
-            losses, right = _train_epoch(lead, stack, opt, members, data, steps, smoothing, clips)
+            losses, right = _train_epoch(lead, stack, opt, members, data, inputs, steps, smoothing, clips)
             if lead.signal_received is not None:
                 _checkpoint_all(stack, members, losses, right)
                 raise Interrupted(lead.signal_received, f"stopped by {signal.Signals(lead.signal_received).name} in epoch "
@@ -172,7 +172,7 @@ def _per_variant(values: list[float], neutral: float, dtype: torch.dtype, device
     return torch.tensor(values, dtype=dtype, device=device)
 
 
-def _train_epoch(lead: Trainer, stack, opt, members, data, steps, smoothing, clips):
+def _train_epoch(lead: Trainer, stack, opt, members, data, inputs: feed.TrainInputs, steps, smoothing, clips):
     """The rest of this epoch for every member; returns the (steps, N) batch losses and (N,) right counts
     so far (a resumed epoch's earlier steps included)."""
     y = data.train[1]
@@ -188,13 +188,13 @@ def _train_epoch(lead: Trainer, stack, opt, members, data, steps, smoothing, cli
             pos.perm = torch.randperm(n, generator=m.stateful["rng"].shuffle).to(y.device)
             pos.losses, pos.preds, pos.correct = [], [], None
     perms = torch.stack([p.perm for p in positions])
-    host_perms = perms.cpu() if lead.inputs.streamed else perms
+    host_perms = perms.cpu() if inputs.streamed else perms
     first = positions[0].step
     losses = [torch.stack([p.losses[s] for p in positions]) for s in range(first)]  # a resumed epoch's steps
     right = torch.stack([p.correct for p in positions]) if first else torch.zeros(len(members), dtype=torch.long,
                                                                                   device=y.device)
     preds, step = [], first
-    with lead.inputs.batches(lambda s: host_perms[:, s * bs:(s + 1) * bs].flatten(), range(first, steps)) as batches:
+    with inputs.batches(lambda s: host_perms[:, s * bs:(s + 1) * bs].flatten(), range(first, steps)) as batches:
         for step, xb in zip(range(first, steps), batches):
             if lead.signal_received is not None:
                 break

@@ -94,11 +94,11 @@ class TrainInputs:
 
     def __init__(self, x: Tensor, device: torch.device, streamed: bool):
         self.x, self.device, self.streamed = x, device, streamed
+        self.keep_layout = x.dim() == 4 and not x.is_contiguous()  # channels_last images (GPU): x[idx] keeps it
 
     def gather(self, idx: Tensor) -> Tensor:
-        if self.x.dim() == 4 and not self.x.is_contiguous():  # channels_last images (GPU): x[idx] keeps it
-            return self.x[idx]
-        return self.x.index_select(0, idx)  # half x[idx]'s cost on the CPU
+        # index_select: half x[idx]'s cost on the CPU
+        return self.x[idx] if self.keep_layout else self.x.index_select(0, idx)
 
     @contextmanager
     def batches(self, indices: Callable[[int], Tensor], steps: range) -> Iterator[Iterator[Tensor]]:
