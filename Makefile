@@ -5,7 +5,10 @@ PYTHON ?= python3
 
 .PHONY: install train test test-all tb tb-check bench clean experiments exp-zoo exp-from-logits exp-softmax-vs-logistic exp-capacity exp-own-table exp-augment
 
+# Each command also compiles what changed in src/ (an editable install leaves that to the first import, and
+# where nothing may write bytecode, PYTHONDONTWRITEBYTECODE=1, every process would compile it again).
 install: $(VENV)/.installed
+	@$(PY) -m compileall -q src
 
 # Reinstalls only when pyproject.toml changes, so `make train` is quick once set up.
 $(VENV)/.installed: pyproject.toml

@@ -191,6 +191,8 @@ def _run(args: list[str], world: World) -> None:
         message, status = hydra_errors.explain(e, args, CONFIG_DIR)
         _exit(f"error: {message}", status, world)
     except BaseException as e:
+        if isinstance(e, SystemExit):  # an exit already decided (a refused command line: before torch loads)
+            raise
         from logitlab.trainer.loop import Interrupted
 
         if not isinstance(e, (KeyboardInterrupt, Interrupted)):

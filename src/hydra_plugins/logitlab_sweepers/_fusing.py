@@ -57,8 +57,7 @@ def compose(sweeper, overrides: list[str], number: int, base: tuple | None = Non
 def plan(sweeper, jobs: list[list[str]], numbers: list[int]) -> list[Unit]:
     """The jobs as units, in number order (a group at its first member's number). Groups hold at most
     fuse_max jobs, and the jobs of one key are spread over as many groups as the launcher runs at once."""
-    from logitlab.fused.group import task_container
-    from logitlab.fused.loop import group_key
+    from logitlab.fused.keys import group_key, task_container
 
     keyed: dict[str, list[int]] = {}
     configs, units = {}, []
@@ -111,7 +110,8 @@ def launch(sweeper, units: list[Unit], sweep_dir: Path, gpus: list[str]) -> list
 def run_group(configs: list[DictConfig], hooks: list[list]) -> list[Any]:
     """In the launched job's process: make each member's job directory, train them together, and record
     how each ended in its job.json."""
-    from logitlab.fused.group import run_group as train_group, task_container
+    from logitlab.fused.group import run_group as train_group
+    from logitlab.fused.keys import task_container
     from logitlab.reporting.tensorboard_log import record_status
 
     from ._jobs import job_state

@@ -1,11 +1,12 @@
 """Fused training: the jobs of a sweep that differ only in values that keep tensor shapes train as one model.
 
   stacked.py   N models of one shape as one: stacked weights, batched matmuls, one optimizer step for all
-  loop.py      which jobs fuse (`group_key`) and the group's training loop, Trainer.fit's epoch for epoch
+  keys.py      which jobs fuse (`group_key`), from their configs alone (no torch: a sweep decides it first)
+  loop.py      the group's training loop, Trainer.fit's epoch for epoch
   group.py     a fused group of a sweep's jobs in one process: for each job what train.py does for one,
                so that each job's directory ends up as its solo run's would (the sweeper calls it)
 
-stacked.py and loop.py see no config; group.py reads the jobs' composed configs, as train.py does.
+stacked.py and loop.py see no config (keys.py reads plain dicts); group.py reads the jobs' composed configs, as train.py does.
 What logitlab.fused offered before it was a package (group_key, fit_group, Member) is found here on
 first use.
 
@@ -15,8 +16,8 @@ May import (of logitlab): models, trainer, reporting, config, rundirs.
 from logitlab import names_on_first_use
 
 _NAMES = {  # name -> the module of this package that defines it
-    'FUSIBLE_KEYS': 'loop',
-    'group_key': 'loop',
+    'FUSIBLE_KEYS': 'keys',
+    'group_key': 'keys',
     'Member': 'loop',
     'fit_group': 'loop',
 }

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from logitlab.config import build
 from logitlab.fused import loop, stacked
+from logitlab.fused.keys import task_container
 from logitlab.rundirs import job
 from logitlab.trainer import evaluation, runtime
 from logitlab.trainer.state import Record
@@ -69,12 +70,6 @@ def run_group(configs: Sequence[DictConfig], hooks: Sequence[Sequence[Callable]]
             lines.removeHandler(handler)
             handler.close()
     return results
-
-
-def task_container(full: DictConfig, resolve: bool = True) -> dict:
-    """The job's config without its hydra node, as plain values (interpolations resolved)."""
-    return {k: OmegaConf.to_container(v, resolve=resolve) if OmegaConf.is_config(v) else v
-            for k, v in full.items_ex(resolve=False) if k != "hydra"}
 
 
 def _job_log(full: DictConfig, i: int) -> tuple[logging.Logger, logging.Handler]:

@@ -28,34 +28,6 @@ from logitlab.trainer.state import Position, Randomness, Record, augment_stream,
 
 log = logging.getLogger("logitlab")
 
-# Config keys whose values keep every tensor shape: jobs that differ only in these can fuse.
-FUSIBLE_KEYS = ("seed", "optim.lr", "optim.weight_decay", "optim.betas", "optim.momentum", "optim.dampening",
-                "optim.nesterov", "optim.eps", "model.dropout", "trainer.label_smoothing", "trainer.grad_clip",
-                "trainer.patience", "trainer.progress", "trainer.figures", "trainer.threads")
-_FUSIBLE_TARGETS = {"model": ("logitlab.models.SoftmaxRegression", "logitlab.models.MLP", "logitlab.models.CNN"),
-                    "optim": ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD")}
-
-
-def group_key(config: dict) -> str | None:
-    """Jobs whose configs give the same key can train as one group; None: this one trains alone (its model
-    or optimizer does not stack, a model of the user's own among them, or it asks for torch.compile or
-    weight histograms). The data may be anyone's: every variant sees the same tensors."""
-    import json
-
-    if any(config.get(group, {}).get("_target_") not in targets for group, targets in _FUSIBLE_TARGETS.items()):
-        return None
-    if config["trainer"].get("compile") or config["trainer"].get("histograms"):
-        return None
-    rest = json.loads(json.dumps(config, default=str))
-    for key in FUSIBLE_KEYS:
-        *parents, leaf = key.split(".")
-        node = rest
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    return json.dumps(rest, sort_keys=True)
-
-
 @dataclass
 class Member:
     """One job of a group, built as its solo run builds it."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-import torch.distributed as dist
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from logitlab import ConfigError
+
+if TYPE_CHECKING:  # imported where a world of several processes uses it: SOLO needs no torch, so a
+    import torch  # single run's refused command line is answered before torch has loaded
+    from torch import Tensor
 
 
 @dataclass
@@ -54,6 +54,8 @@ class World:
     # ------------------------------------------------------------------ what each rank trains on
     def device(self, requested: torch.device) -> torch.device:
         """The device this rank trains on: the CPU, or for CUDA the GPU of its local rank."""
+        import torch
+
         if not self.distributed or requested.type == "cpu":
             return requested
         if requested.type != "cuda":
@@ -71,12 +73,16 @@ class World:
     # ------------------------------------------------------------------ collectives (all ranks, same order)
     def sum(self, t: Tensor) -> Tensor:
         """`t` summed over every rank, in place, on t's own device."""
+        import torch.distributed as dist
+
         if self.distributed:
             dist.all_reduce(t)
         return t
 
     def gather(self, obj: Any) -> list:
         """Every rank's `obj` (picklable, small), in rank order."""
+        import torch.distributed as dist
+
         if not self.distributed:
             return [obj]
         out = [None] * self.size
@@ -84,6 +90,8 @@ class World:
         return out
 
     def barrier(self) -> None:
+        import torch.distributed as dist
+
         if self.distributed:
             dist.barrier(group=self.control)
 
@@ -93,12 +101,16 @@ class World:
     def announce(self, message: str | int) -> None:
         """Rank 0's one message to the other ranks before a run: its run directory, or the exit status of a
         command that ended before it had one. Only the first call says anything."""
+        import torch.distributed as dist
+
         if self.distributed and self.is_main and not self.announced:
             self.announced = True
             dist.broadcast_object_list([message], src=0, group=self.control)
 
     def announcement(self) -> str | int:
         """Ranks > 0: wait for rank 0's `announce`."""
+        import torch.distributed as dist
+
         message = [None]
         dist.broadcast_object_list(message, src=0, group=self.control)
         return message[0]
@@ -110,6 +122,8 @@ class World:
         "terminate called without an active exception", SIGABRT. A group's threads are joined only when its
         last holder lets go (this World, a StopVote, DDP, the frames of a traceback, reference cycles among
         them): call this once those are out of scope, as train.main does."""
+        import torch.distributed as dist
+
         if not self.distributed:
             return
         if dist.is_initialized():
@@ -145,6 +159,9 @@ class StopVote:
 
     def agree(self) -> int | None:
         """The signal every rank agreed on at the previous boundary (None: train on); starts this one's vote."""
+        import torch
+        import torch.distributed as dist
+
         agreed = self.finish()
         mine = torch.tensor([self.caught], dtype=torch.int32)
         work = dist.all_reduce(mine, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
@@ -165,6 +182,9 @@ _joined: World | None = None
 
 
 def _join() -> World:
+    import torch
+    import torch.distributed as dist
+
     missing = [key for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if key not in os.environ]
     if missing:
         raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} asks for data-parallel training, but "

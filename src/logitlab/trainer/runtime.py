@@ -10,10 +10,12 @@ LOGITLAB_JOBS_AT_ONCE), and a single thread to work too small to gain from more.
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from logitlab import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 JOBS_AT_ONCE = "LOGITLAB_JOBS_AT_ONCE"  # set by the sweeper in each job's process (fused groups count once)
 # Below this many multiply-adds per training step (forward and backward) a second thread costs more in
@@ -87,6 +89,8 @@ def skip_dynamo_import() -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    import torch  # here, not on top: a sweeper's process reads JOBS_AT_ONCE without loading torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -104,6 +108,8 @@ def pick_device(name: str) -> torch.device:
 
 def available_devices() -> list[str]:
     """The trainer.device values this machine has (auto picks the first of cuda, mps, cpu)."""
+    import torch
+
     cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     return ["auto", "cpu", *(["cuda", *cuda] if cuda else []), *(["mps"] if mps else [])]
