@@ -126,9 +126,11 @@ GRIDS = {
     "cnn_big": ["model=cnn", "model.channels=[128,64]", "model.kernel_size=7", "model.dropout=0.0,0.2"],
     "linear": ["model=linear", "optim=sgd", "optim.lr=0.1,0.01", "seed=0,1"],
 }
-# make test-all (with cnn_big, the group whose jobs train one after another); the fast ones cover seed, lr, dropout,
-# label smoothing, betas, eps, patience, mlp, and cnn_shift a CNN's members with their own augmentation draws
-SLOW_GRIDS = {"mlp_sgd_clip", "mlp_sgd_nesterov", "mlp_bn_adamw", "linear", "cnn_big", "cnn"}
+# make test-all (with cnn_big, the group whose jobs train one after another). make test keeps betas, eps and
+# patience (mlp_adam_betas_patience), seed and a CNN's members with their own augmentation draws (cnn_shift), and
+# lr and dropout in the random study below; the mlp grid's lr, dropout and label smoothing are also checked
+# over every epoch in float64 (test_in_float64_...[mlp]), in-process.
+SLOW_GRIDS = {"mlp", "mlp_sgd_clip", "mlp_sgd_nesterov", "mlp_bn_adamw", "linear", "cnn_big", "cnn"}
 # Through the command line: one epoch (the float32 horizon); the patience grid trains on, frozen, until its
 # jobs stop. Rates at which 8 ulp moved epoch 1 by up to 9e-4 (Adam at 1e-2 with beta2 0.99, the CNN at Adam's
 # default 1e-2, SGD with momentum at its default 0.1) are lowered here and kept for the float64 test.
@@ -319,12 +321,11 @@ def test_a_random_study_fuses_its_trials_and_prunes_each_on_its_own(tmp_path):
     _assert_equal(_histories(tmp_path / "fused"), _histories(tmp_path / "solo"), tight_through=None)
 
 
-def test_threads_auto_is_one_for_small_models_and_a_bad_value_is_one_line(tmp_path):
-    done = run_cli(*SMALL, "model=mlp", "trainer.epochs=1", "trainer.figures=false", f"hydra.run.dir={tmp_path / 'a'}")
-    assert done.returncode == 0 and "1 torch threads" in done.stderr, done.stderr[-2000:]
-    done = run_cli(*SMALL, "model=mlp", "trainer.epochs=1", "trainer.figures=false", "trainer.threads=2",
-                   f"hydra.run.dir={tmp_path / 'b'}")
+def test_threads_given_are_used_and_a_bad_value_is_one_line(tmp_path):
+    """trainer.threads=2 is what the run uses (auto, one thread for a small model: test_run_visibility)."""
+    done = run_cli("model=mlp", "trainer.epochs=1", "trainer.progress=false", "trainer.figures=false",
+                   "trainer.threads=2", f"hydra.run.dir={tmp_path / 'b'}")
     assert done.returncode == 0 and "2 torch threads" in done.stderr, done.stderr[-2000:]
-    done = run_cli(*SMALL, "trainer.threads=0", f"hydra.run.dir={tmp_path / 'c'}")
+    done = run_cli("trainer.threads=0", f"hydra.run.dir={tmp_path / 'c'}")
     assert done.returncode == 2 and done.stderr.strip() == \
         "error: trainer.threads=0 must be a positive integer or auto", done.stderr

@@ -304,21 +304,6 @@ def test_ctrl_c_of_a_joblib_sweep_stops_cleanly_and_resumes(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- 6. run directory
-def test_a_finished_run_directory_refuses_another_model(tmp_path):
-    run_dir = tmp_path / "R"
-    r = train("model=linear", "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    before = snapshot(run_dir)
-    r = train("model=cnn", "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert r.returncode == 2
-    line = one_line(r)
-    assert "model." in line, line
-    after = snapshot(run_dir)
-    assert after[".hydra/config.yaml"] == before[".hydra/config.yaml"]
-    assert after["metrics.json"] == before["metrics.json"]
-    assert after == before  # nothing at all was touched
-
-
 def test_an_unfinished_run_directory_refuses_another_learning_rate(tmp_path):
     run_dir = tmp_path / "R"
     proc = start(*SLOW, "trainer.epochs=6", f"hydra.run.dir={run_dir}", cwd=tmp_path)
@@ -334,10 +319,19 @@ def test_an_unfinished_run_directory_refuses_another_learning_rate(tmp_path):
     assert snapshot(run_dir) == before  # config, checkpoints, events: nothing overwritten
 
 
-def test_a_finished_run_may_train_longer_but_not_shorter(tmp_path):
+def test_a_finished_run_refuses_another_model_and_fewer_epochs_and_trains_longer(tmp_path):
     run_dir = tmp_path / "R"
     r = train("model=linear", "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    before = snapshot(run_dir)
+    r = train("model=cnn", "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert r.returncode == 2
+    line = one_line(r)
+    assert "model." in line, line
+    after = snapshot(run_dir)
+    assert after[".hydra/config.yaml"] == before[".hydra/config.yaml"]
+    assert after["metrics.json"] == before["metrics.json"]
+    assert after == before  # nothing at all was touched
     r = train("model=linear", "trainer.epochs=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from epoch 2" in r.stderr, r.stderr[-3000:]

@@ -121,7 +121,8 @@ def test_lr_schedules_change_the_logged_lr(compose_cfg, tmp_path, schedule, chec
     assert check(lrs), lrs
 
 
-def test_cli_trains_an_mlp_on_mnist1d_and_leaves_a_complete_run_dir(tmp_path):
+@pytest.mark.slow  # make test: the zoo's mlp-mnist1d cell (the run directory at the defaults), a rerun of a
+def test_cli_trains_an_mlp_on_mnist1d_and_leaves_a_complete_run_dir(tmp_path):  # finished run in test_run_visibility
     run_dir = tmp_path / "run"
     out = run_cli("model=mlp", "model.hidden=[25,15]", "model.activation=relu", "data=mnist1d",
                   "trainer.epochs=2", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
@@ -138,6 +139,7 @@ def test_cli_trains_an_mlp_on_mnist1d_and_leaves_a_complete_run_dir(tmp_path):
     assert again.returncode == 0 and "finished already" in again.stdout + again.stderr
 
 
+@pytest.mark.slow  # make test: the zoo trains the cnn, and optim=sgd runs in test_fused and test_reliability
 def test_cli_trains_a_cnn_with_sgd(tmp_path):
     out = run_cli("model=cnn", "model.channels=[16,32]", "optim=sgd", "optim.lr=0.05", "trainer.epochs=2",
                   f"hydra.run.dir={tmp_path}")

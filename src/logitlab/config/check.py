@@ -110,6 +110,7 @@ def _check_types(task: DictConfig, overrides: list[str], defaults, sweep: bool =
         o = _parsed(text)
         if o is not None:
             given[o.key_or_group] = (text, o)  # a key given twice has its last value
+    checked = []
     for key, (text, o) in given.items():
         if (o.is_delete() or o.package or key.split(".")[0] == "hydra" or o.is_sweep_override()
                 or key in HydraConfig.get().runtime.choices):
@@ -120,7 +121,9 @@ def _check_types(task: DictConfig, overrides: list[str], defaults, sweep: bool =
             continue
         section, _, name = key.rpartition(".")
         parent = OmegaConf.select(task, section) if section else task
-        target = parent.get("_target_") if isinstance(parent, DictConfig) else None
+        checked.append((key, text, value, name, parent.get("_target_") if isinstance(parent, DictConfig) else None))
+    # keys of no component first: their types need no import, so `seed=abc` is refused before torch loads
+    for key, text, value, name, target in sorted(checked, key=lambda entry: entry[-1] is not None):
         hint, whose = value_types.annotation(target, name), f"the type {target} declares for {name}"
         if hint is None and key in OWN_KEYS:
             hint, whose = OWN_KEYS[key]
