@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -73,14 +74,15 @@ def test_bad_patience_is_one_line(tmp_path):
         "stopping), or null to train every epoch"]
 
 
-def test_a_resume_and_a_warning_reach_train_log(tmp_path):
+def test_a_resume_and_a_warning_reach_train_log(trained_run, tmp_path):
     """The resume message (and any warning) goes through the run's log, not around it."""
     run_dir = tmp_path / "run"
-    assert run_cli("trainer.epochs=2", "trainer.figures=false", f"hydra.run.dir={run_dir}").returncode == 0
+    shutil.copytree(trained_run, run_dir)  # conftest's MLP, 3 epochs
     (run_dir / "metrics.json").unlink()  # as if it had stopped before the end
     last = run_dir / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:100])  # and its last.pt were cut short: best.pt takes over
-    out = run_cli("trainer.epochs=3", "trainer.figures=false", f"hydra.run.dir={run_dir}")
+    out = run_cli("model=mlp", "trainer.epochs=4", "trainer.progress=false", "trainer.figures=false",
+                  f"hydra.run.dir={run_dir}")
     assert out.returncode == 0, out.stderr
     log = (run_dir / "train.log").read_text()
     assert "[WARNING] - " in log and "is truncated" in log and "resuming from epoch" in log

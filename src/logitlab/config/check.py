@@ -64,11 +64,12 @@ class CommandLineCheck(Callback):
         HydraConfig.instance().set_config(config)  # as run_job will: ${hydra:...} resolves
         task = _task_config(config)
         overrides = list(config.hydra.overrides.task)
-        _check_types(task, overrides, lambda: _defaults(config, overrides))
-        _check_built(task, blame=overrides, device=True)
         run_dir = Path(str(config.hydra.run.dir)).absolute()
+        # first the checks that need no torch, so that they answer at once; then build what the command names
         _check_writable("hydra.run.dir", run_dir)
         _check_promise(run_dir, task)
+        _check_types(task, overrides, lambda: _defaults(config, overrides))
+        _check_built(task, blame=overrides, device=True)
 
     @refusing
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
