@@ -47,7 +47,7 @@ SUBPROCESS_TIMEOUT = 600
 # for one: predict a convolutional one, evaluate a dense one, resume attention (whose dropout masks must
 # resume too; the CNN resumes in test_augment, the default linear model in test_cli_edges, an MLP in
 # test_reliability, and predict runs through the command line in the data tests too). ONNX for one (each
-# export ~5 s of CPU; test_export converts every model in-process). The rest, MNIST-1D's ways out
+# export ~5 s of CPU; test_export converts every model but the GRU in-process). The rest, MNIST-1D's ways out
 # included, are in make test-all.
 MODEL_AGNOSTIC_WAYS = {"resume": ("attention",), "predict": ("cnn",), "evaluate": ("linear",), "onnx": ("linear",)}
 
