@@ -232,6 +232,9 @@ def test_layouts_that_are_not_a_folder_of_classes_are_one_line(tmp_path, files, 
         load_folder(str(_layout(tmp_path / "data", *files)), root=str(tmp_path / "cache"))
 
 
+# make test trains every model on the digits' 8-bit images from data=arrays (test_data_arrays), and folders
+# through the command line in the tests below and in test_augment
+@pytest.mark.slow
 def test_every_zoo_model_trains_an_epoch_on_the_folder(digits, tmp_path):
     """One sweep over conf/model/ (a new model file is picked up by itself), in one process."""
     done = run_cli("-m", f"model={','.join(MODELS)}", "data=folder", f"data.path={digits['flat']}", *QUIET,

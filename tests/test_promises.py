@@ -470,6 +470,7 @@ def test_the_sweepers_sweep_returns_batches_of_job_returns(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- found in review
+@pytest.mark.slow  # make test refuses more epochs for a schedule shaped by the epochs in test_cli_edges (cosine)
 def test_a_one_cycle_run_cannot_be_extended_and_says_so_in_one_line(tmp_path):
     """OneCycleLR's shape is fixed by the total steps: more epochs would step it past its end."""
     run = tmp_path / "run"

@@ -249,10 +249,10 @@ def test_bad_values_fail_before_the_first_step_with_one_line(tmp_path, args, exp
 
 def test_concurrent_launches_in_the_same_second_get_distinct_run_dirs(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "logitlab.train", "trainer.epochs=1", "trainer.figures=false"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
     runs = list(tmp_path.glob("outputs/*/*/metrics.json"))
-    assert len(runs) == 3
+    assert len(runs) == 2
 
 
 @pytest.mark.slow
