@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -264,25 +265,43 @@ def _assert_bitwise(a: dict, b: dict) -> None:
             [{k: v for k, v in r.items() if k != "seconds"} for r in b[job]], job
 
 
+# The fused group's optimizer sends the process SIGINT as it takes its STOP_AT_STEP-th step: a Ctrl-C in the
+# middle of an epoch, at the same step on any machine (a signal sent from outside would land wherever the
+# run had got to). Inert in a process without LOGITLAB_TEST_SIGINT_AT_STEP.
+SIGINT_AT_STEP = """
+import os
+if os.environ.get("LOGITLAB_TEST_SIGINT_AT_STEP"):
+    import signal
+    from logitlab.fused import stacked
+
+    def _counted(self, _step=stacked.StackedOptimizer.step, _at=int(os.environ["LOGITLAB_TEST_SIGINT_AT_STEP"]),
+                 _calls=[0]):
+        _calls[0] += 1
+        if _calls[0] == _at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return _step(self)
+    stacked.StackedOptimizer.step = _counted
+"""
+
+
 def test_a_killed_fused_group_resumes_to_the_uninterrupted_run(tmp_path):
-    """SIGINT mid-run: every member checkpoints the step it is at; the same command continues them, as one
+    """SIGINT mid-epoch: every member checkpoints the step it is at; the same command continues them, as one
     group again, to the numbers an uninterrupted group gives, exactly (the same kernels on the same numbers)."""
-    grid = ["model=mlp", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.1", "trainer.epochs=40"]
+    grid = ["model=mlp", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.1", "trainer.epochs=3"]
     _sweep(tmp_path / "straight", *grid, fuse=True)
+    (tmp_path / "hook" / "sitecustomize.py").parent.mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(SIGINT_AT_STEP)
     command = [sys.executable, "-m", "logitlab.train", "-m", *SMALL, *grid, f"hydra.sweep.dir={tmp_path / 'killed'}",
                "hydra.sweeper.figures=false"]
-    with open(tmp_path / "killed.log", "w") as out:
-        run = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        history = tmp_path / "killed" / "0" / "history.csv"
-        deadline = time.monotonic() + 120
-        while not (history.exists() and len(history.read_text().splitlines()) > 3):
-            assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()
-            time.sleep(0.02)
-        run.send_signal(signal.SIGINT)
-        assert run.wait(timeout=60) != 0
-    log = (tmp_path / "killed.log").read_text()
-    assert "resume with:" in log, log[-2000:]
-    assert all((tmp_path / "killed" / str(n) / "checkpoints" / "last.pt").is_file() for n in range(4))
+    # step 77: the 20th of epoch 2 (57 steps an epoch)
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LOGITLAB_TEST_SIGINT_AT_STEP": "77", "PYTHONPATH": os.pathsep.join(
+                             [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    log = run.stdout + run.stderr
+    assert run.returncode != 0 and "resume with:" in log, log[-2000:]
+    for n in range(4):
+        position = checkpoint.load(tmp_path / "killed" / str(n) / "checkpoints" / "last.pt")["position"]
+        assert (position["epoch"], position["step"]) == (1, 20), (n, position)  # epoch 1 done, 20 steps of 2
     _sweep(tmp_path / "killed", *grid, fuse=True)
     _assert_bitwise(_histories(tmp_path / "killed"), _histories(tmp_path / "straight"))
 
