@@ -6,7 +6,8 @@
   group.py     a fused group of a sweep's jobs in one process: for each job what train.py does for one,
                so that each job's directory ends up as its solo run's would (the sweeper calls it)
 
-stacked.py and loop.py see no config (keys.py reads plain dicts); group.py reads the jobs' composed configs, as train.py does.
+stacked.py and loop.py see no config; keys.py reads a job's config as plain values; group.py reads the jobs'
+composed configs, as train.py does.
 What logitlab.fused offered before it was a package (group_key, fit_group, Member) is found here on
 first use.
 
