@@ -137,10 +137,16 @@ if os.environ.get("LOGITLAB_TEST_STOP_AT"):
 """
 
 
-def stop_after_epoch(hook_dir: Path, epoch: int = 1, signal_name: str = "SIGTERM", pythonpath: str | None = None) -> dict:
-    """The environment for a command that sends itself `signal_name` as `epoch` ends (a sitecustomize.py
-    written to `hook_dir`, put first on PYTHONPATH before `pythonpath`)."""
+def sitecustomize(hook_dir: Path, code: str, pythonpath: str | None = None) -> dict:
+    """The environment for a command that runs `code` as it starts: a sitecustomize.py written to `hook_dir`,
+    put first on PYTHONPATH before `pythonpath` (by default the test process's own)."""
     hook_dir.mkdir(parents=True, exist_ok=True)
-    (hook_dir / "sitecustomize.py").write_text(STOP_HOOK)
-    return {"PYTHONPATH": os.pathsep.join([str(hook_dir), *filter(None, [pythonpath])]),
+    (hook_dir / "sitecustomize.py").write_text(code)
+    pythonpath = os.environ.get("PYTHONPATH") if pythonpath is None else pythonpath
+    return {"PYTHONPATH": os.pathsep.join([str(hook_dir), *filter(None, [pythonpath])])}
+
+
+def stop_after_epoch(hook_dir: Path, epoch: int = 1, signal_name: str = "SIGTERM", pythonpath: str | None = None) -> dict:
+    """The environment for a command that sends itself `signal_name` as `epoch` ends."""
+    return {**sitecustomize(hook_dir, STOP_HOOK, pythonpath),
             "LOGITLAB_TEST_STOP_AT": str(epoch), "LOGITLAB_TEST_SIGNAL": signal_name}

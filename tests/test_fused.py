@@ -29,10 +29,8 @@ import csv
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,7 +39,7 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import ROOT, compose_config, run_cli, sitecustomize
 from logitlab import fused
 from logitlab.config import build
 from logitlab.trainer import checkpoint
@@ -265,9 +263,9 @@ def _assert_bitwise(a: dict, b: dict) -> None:
             [{k: v for k, v in r.items() if k != "seconds"} for r in b[job]], job
 
 
-# The fused group's optimizer sends the process SIGINT as it takes its STOP_AT_STEP-th step: a Ctrl-C in the
-# middle of an epoch, at the same step on any machine (a signal sent from outside would land wherever the
-# run had got to). Inert in a process without LOGITLAB_TEST_SIGINT_AT_STEP.
+# The fused group's optimizer sends the process SIGINT as it takes step LOGITLAB_TEST_SIGINT_AT_STEP: a Ctrl-C
+# in the middle of an epoch, at the same step on any machine (a signal sent from outside would land wherever
+# the run had got to). Inert in a process without LOGITLAB_TEST_SIGINT_AT_STEP.
 SIGINT_AT_STEP = """
 import os
 if os.environ.get("LOGITLAB_TEST_SIGINT_AT_STEP"):
@@ -289,14 +287,12 @@ def test_a_killed_fused_group_resumes_to_the_uninterrupted_run(tmp_path):
     group again, to the numbers an uninterrupted group gives, exactly (the same kernels on the same numbers)."""
     grid = ["model=mlp", "seed=0,1", "optim.lr=1e-3,3e-3", "model.dropout=0.1", "trainer.epochs=3"]
     _sweep(tmp_path / "straight", *grid, fuse=True)
-    (tmp_path / "hook" / "sitecustomize.py").parent.mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(SIGINT_AT_STEP)
     command = [sys.executable, "-m", "logitlab.train", "-m", *SMALL, *grid, f"hydra.sweep.dir={tmp_path / 'killed'}",
                "hydra.sweeper.figures=false"]
     # step 77: the 20th of epoch 2 (57 steps an epoch)
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "LOGITLAB_TEST_SIGINT_AT_STEP": "77", "PYTHONPATH": os.pathsep.join(
-                             [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])])})
+                         env={**os.environ, **sitecustomize(tmp_path / "hook", SIGINT_AT_STEP),
+                              "LOGITLAB_TEST_SIGINT_AT_STEP": "77"})
     log = run.stdout + run.stderr
     assert run.returncode != 0 and "resume with:" in log, log[-2000:]
     for n in range(4):

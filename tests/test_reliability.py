@@ -17,7 +17,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, sitecustomize
 from logitlab import ConfigError
 from logitlab.train import train
 from logitlab.trainer import checkpoint
@@ -90,14 +90,10 @@ hooks._listeners.append(kill)
 
 
 def test_sigkill_then_the_same_command_resumes_bit_for_bit(uninterrupted, tmp_path):
-    hook_dir = tmp_path / "hook"
-    hook_dir.mkdir()
     run_dir = tmp_path / "run"
-    (hook_dir / "sitecustomize.py").write_text(KILL_MID_RUN.format(run_dir=str(run_dir)))
+    hook = sitecustomize(tmp_path / "hook", KILL_MID_RUN.format(run_dir=str(run_dir)))
     killed = subprocess.run([sys.executable, "-m", "logitlab.train", *SLOW_RUN, f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                [str(hook_dir), *filter(None, [os.environ.get("PYTHONPATH")])])})
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **hook})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     tmp_path = run_dir
     done = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["position"]["epoch"]
